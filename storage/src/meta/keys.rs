@@ -1,0 +1,134 @@
+//! The key layout of the metadata store. Every key starts with a one-byte tag; integers are
+//! big-endian so that keys sort numerically. Offsets are never negative in keys.
+//!
+//! | tag | key                                   | value                          |
+//! |-----|---------------------------------------|--------------------------------|
+//! | `t` | topic name                            | topic record (JSON)            |
+//! | `i` | topic id                              | topic name                     |
+//! | `d` | topic id                              | deleted topic awaiting cleanup |
+//! | `p` | topic id, partition                   | partition state                |
+//! | `x` | topic id, partition, last offset      | index entry                    |
+//! | `q` | topic id, partition, producer id      | producer state                 |
+//! | `s` | segment id                            | segment record                 |
+//! | `c` | counter name                          | i64                            |
+//! | `z` | transactional id                      | producer id and epoch          |
+
+use uuid::Uuid;
+
+pub const TOPIC: u8 = b't';
+pub const TOPIC_ID: u8 = b'i';
+pub const DELETED_TOPIC: u8 = b'd';
+pub const PARTITION: u8 = b'p';
+pub const INDEX: u8 = b'x';
+pub const PRODUCER: u8 = b'q';
+pub const SEGMENT: u8 = b's';
+pub const COUNTER: u8 = b'c';
+pub const TRANSACTIONAL_ID: u8 = b'z';
+
+fn with_id(tag: u8, id: Uuid, extra: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17 + extra);
+    k.push(tag);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn topic(name: &str) -> Vec<u8> {
+    let mut k = vec![TOPIC];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn topic_id(id: Uuid) -> Vec<u8> {
+    with_id(TOPIC_ID, id, 0)
+}
+
+pub fn deleted_topic(id: Uuid) -> Vec<u8> {
+    with_id(DELETED_TOPIC, id, 0)
+}
+
+pub fn partition(id: Uuid, partition: i32) -> Vec<u8> {
+    let mut k = with_id(PARTITION, id, 4);
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k
+}
+
+/// Prefix of all partition states of a topic.
+pub fn partitions_of(id: Uuid) -> Vec<u8> {
+    with_id(PARTITION, id, 0)
+}
+
+/// Prefix of a partition's index entries.
+pub fn index_prefix(id: Uuid, partition: i32) -> Vec<u8> {
+    let mut k = with_id(INDEX, id, 12);
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k
+}
+
+/// Prefix of all index entries of a topic.
+pub fn index_of_topic(id: Uuid) -> Vec<u8> {
+    with_id(INDEX, id, 0)
+}
+
+pub fn index(id: Uuid, partition: i32, last_offset: i64) -> Vec<u8> {
+    let mut k = index_prefix(id, partition);
+    k.extend_from_slice(&(last_offset.max(0) as u64).to_be_bytes());
+    k
+}
+
+/// The last offset encoded in an index key.
+pub fn index_last_offset(key: &[u8]) -> Option<i64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail) as i64)
+}
+
+pub fn producer(id: Uuid, partition: i32, producer_id: i64) -> Vec<u8> {
+    let mut k = with_id(PRODUCER, id, 12);
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k.extend_from_slice(&(producer_id as u64).to_be_bytes());
+    k
+}
+
+/// Prefix of all producer states of a topic.
+pub fn producers_of_topic(id: Uuid) -> Vec<u8> {
+    with_id(PRODUCER, id, 0)
+}
+
+pub fn segment(id: Uuid) -> Vec<u8> {
+    with_id(SEGMENT, id, 0)
+}
+
+pub fn counter(name: &str) -> Vec<u8> {
+    let mut k = vec![COUNTER];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn transactional_id(id: &str) -> Vec<u8> {
+    let mut k = vec![TRANSACTIONAL_ID];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The uuid that follows the tag byte of a key.
+pub fn uuid_after_tag(key: &[u8]) -> Option<Uuid> {
+    let bytes: [u8; 16] = key.get(1..17)?.try_into().ok()?;
+    Some(Uuid::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_keys_sort_by_offset() {
+        let id = Uuid::new_v4();
+        let a = index(id, 1, 9);
+        let b = index(id, 1, 10);
+        let c = index(id, 1, 1 << 40);
+        assert!(a < b && b < c);
+        assert!(index(id, 1, i64::MAX) < index(id, 2, 0));
+        assert_eq!(index_last_offset(&c), Some(1 << 40));
+        assert!(a.starts_with(&index_prefix(id, 1)));
+        assert_eq!(uuid_after_tag(&a), Some(id));
+    }
+}

@@ -1,0 +1,377 @@
+//! The offset index: committing a WAL segment (offset assignment, idempotence checks,
+//! index entries, high watermarks, all in one transaction) and reading it back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::keys;
+use super::producers::{check_batch, record_batch, SequenceCheck};
+use super::values::{
+    IndexEntry, Location, PartitionState, ProducerState, RecentBatch, SegmentRecord,
+};
+use super::{MetaError, MetaStore, Result};
+use crate::kv::{prefix_end, KvStoreExt, KvTxn};
+
+/// Idempotence data of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+}
+
+/// One record batch inside the segment being committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendBatch {
+    /// Byte position of the batch in the segment object.
+    pub position: u64,
+    pub length: u32,
+    /// Offsets the batch occupies (`last_offset_delta + 1`).
+    pub offset_span: u32,
+    pub max_timestamp: i64,
+    /// Set for batches of idempotent producers.
+    pub producer: Option<ProducerBatch>,
+}
+
+/// The batches one produce request sent to one partition: accepted or refused together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppendUnit {
+    pub batches: Vec<AppendBatch>,
+}
+
+/// Everything a segment holds for one partition, units in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAppend {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub units: Vec<AppendUnit>,
+}
+
+/// A WAL segment that was written and now needs offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentAppend {
+    pub segment: Uuid,
+    pub size: u64,
+    /// When the segment was named (its uuid v7 time), to refuse commits of segments the
+    /// orphan collector may delete.
+    pub created_ms: i64,
+    pub partitions: Vec<PartitionAppend>,
+}
+
+/// The outcome of one [`AppendUnit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitOutcome {
+    Appended {
+        base_offset: i64,
+        log_start_offset: i64,
+    },
+    /// Every batch was a retry of stored data; `base_offset` is where the first one is.
+    Duplicate {
+        base_offset: i64,
+        log_start_offset: i64,
+    },
+    UnknownTopicOrPartition,
+    OutOfOrderSequence,
+    ProducerFenced,
+}
+
+/// The outcome for one [`PartitionAppend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionResult {
+    pub outcomes: Vec<UnitOutcome>,
+    /// Index entries written for this partition (empty if nothing was appended).
+    pub entries: Vec<IndexEntry>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl MetaStore {
+    /// Assigns offsets to a written segment in one transaction: for each partition, checks
+    /// producer sequences, writes index entries for accepted batches (one per contiguous
+    /// run of bytes), advances the high watermark, and records the segment. Results follow
+    /// the order of `append.partitions`.
+    ///
+    /// Idempotent: if the segment was already committed (a retry after
+    /// [`crate::kv::KvError::UnknownOutcome`]) it fails with
+    /// [`MetaError::SegmentAlreadyCommitted`] and changes nothing.
+    pub async fn commit_segment(
+        &self,
+        append: Arc<SegmentAppend>,
+        max_age_ms: i64,
+    ) -> Result<Vec<PartitionResult>> {
+        let now = self.now_ms();
+        if now - append.created_ms > max_age_ms {
+            return Err(MetaError::SegmentTooOld(append.segment));
+        }
+        self.kv
+            .transact(|tx| {
+                let append = append.clone();
+                Box::pin(async move { commit_segment_txn(tx, &append, now).await })
+            })
+            .await
+    }
+
+    /// The state of one partition, or `None` if it does not exist.
+    pub async fn partition_state(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<PartitionState>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    tx.get(&keys::partition(topic_id, partition))
+                        .await?
+                        .map(|v| PartitionState::decode(&v))
+                        .transpose()
+                })
+            })
+            .await
+    }
+
+    /// Index entries of a partition whose last offset is `>= offset`, ascending, at most
+    /// `limit` (0 = all).
+    pub async fn index_entries(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    let begin = keys::index(topic_id, partition, offset);
+                    let end = prefix_end(&keys::index_prefix(topic_id, partition));
+                    let rows = tx.get_range(&begin, &end, limit, false).await?;
+                    rows.iter()
+                        .map(|(k, v)| {
+                            let last = keys::index_last_offset(k).unwrap_or_default();
+                            IndexEntry::decode(last, v)
+                        })
+                        .collect()
+                })
+            })
+            .await
+    }
+}
+
+async fn commit_segment_txn(
+    tx: &mut dyn KvTxn,
+    append: &SegmentAppend,
+    now: i64,
+) -> Result<Vec<PartitionResult>> {
+    let segment_key = keys::segment(append.segment);
+    if tx.get(&segment_key).await?.is_some() {
+        return Err(MetaError::SegmentAlreadyCommitted(append.segment));
+    }
+    // One round trip for partition states, one for producer states.
+    let partition_keys: Vec<Vec<u8>> = append
+        .partitions
+        .iter()
+        .map(|p| keys::partition(p.topic_id, p.partition))
+        .collect();
+    let states = tx.get_many(&partition_keys).await?;
+    let mut producer_keys = Vec::new();
+    let mut producer_slots: HashMap<(usize, i64), usize> = HashMap::new();
+    for (i, p) in append.partitions.iter().enumerate() {
+        for b in p.units.iter().flat_map(|u| &u.batches) {
+            if let Some(pb) = b.producer {
+                producer_slots
+                    .entry((i, pb.producer_id))
+                    .or_insert_with(|| {
+                        producer_keys.push(keys::producer(p.topic_id, p.partition, pb.producer_id));
+                        producer_keys.len() - 1
+                    });
+            }
+        }
+    }
+    let producer_values = tx.get_many(&producer_keys).await?;
+    let mut producers: Vec<Option<ProducerState>> = producer_values
+        .iter()
+        .map(|v| v.as_ref().map(|v| ProducerState::decode(v)).transpose())
+        .collect::<Result<_>>()?;
+    let mut dirty_producers = vec![false; producers.len()];
+
+    let mut results = Vec::with_capacity(append.partitions.len());
+    let mut live_entries = 0u32;
+    for (i, (p, state)) in append.partitions.iter().zip(states).enumerate() {
+        let Some(state) = state else {
+            results.push(PartitionResult {
+                outcomes: vec![UnitOutcome::UnknownTopicOrPartition; p.units.len()],
+                entries: Vec::new(),
+                high_watermark: -1,
+                log_start_offset: -1,
+            });
+            continue;
+        };
+        let mut state = PartitionState::decode(&state)?;
+        let mut outcomes = Vec::with_capacity(p.units.len());
+        // Accepted batches with their assigned base offsets, in segment order.
+        let mut accepted: Vec<(&super::AppendBatch, i64)> = Vec::new();
+        for unit in &p.units {
+            let outcome = append_unit(
+                unit,
+                &mut state,
+                &mut accepted,
+                |pid| producer_slots.get(&(i, pid)).copied(),
+                &mut producers,
+                &mut dirty_producers,
+                now,
+            );
+            outcomes.push(outcome);
+        }
+        let entries = index_runs(append.segment, &accepted);
+        for e in &entries {
+            tx.set(
+                &keys::index(p.topic_id, p.partition, e.last_offset),
+                &e.encode(),
+            );
+            state.size_bytes += e.size_bytes();
+        }
+        live_entries += entries.len() as u32;
+        tx.set(&keys::partition(p.topic_id, p.partition), &state.encode());
+        results.push(PartitionResult {
+            outcomes,
+            entries,
+            high_watermark: state.high_watermark,
+            log_start_offset: state.log_start_offset,
+        });
+    }
+    for (slot, key) in producer_keys.iter().enumerate() {
+        if dirty_producers[slot] {
+            if let Some(s) = &producers[slot] {
+                tx.set(key, &s.encode());
+            }
+        }
+    }
+    let record = SegmentRecord {
+        live_entries,
+        size: append.size,
+        created_ms: append.created_ms,
+        unreferenced_ms: if live_entries == 0 { now } else { -1 },
+    };
+    tx.set(&segment_key, &record.encode());
+    Ok(results)
+}
+
+/// Applies one unit to a partition: checks every batch against a scratch copy of the
+/// producer states, then either assigns offsets to the new batches or refuses the unit.
+fn append_unit<'a>(
+    unit: &'a AppendUnit,
+    state: &mut PartitionState,
+    accepted: &mut Vec<(&'a AppendBatch, i64)>,
+    slot_of: impl Fn(i64) -> Option<usize>,
+    producers: &mut [Option<ProducerState>],
+    dirty: &mut [bool],
+    now: i64,
+) -> UnitOutcome {
+    let mut scratch: HashMap<usize, Option<ProducerState>> = HashMap::new();
+    let mut next = state.high_watermark;
+    let mut first_offset = None;
+    let mut all_duplicates = true;
+    let mut staged = Vec::new();
+    for batch in &unit.batches {
+        let offset = match batch.producer {
+            None => {
+                let o = next;
+                next += i64::from(batch.offset_span);
+                staged.push((batch, o));
+                o
+            }
+            Some(pb) => {
+                let Some(slot) = slot_of(pb.producer_id) else {
+                    return UnitOutcome::OutOfOrderSequence;
+                };
+                let current = scratch
+                    .entry(slot)
+                    .or_insert_with(|| producers[slot].clone());
+                match check_batch(
+                    current.as_ref(),
+                    pb.epoch,
+                    pb.first_sequence,
+                    pb.last_sequence,
+                ) {
+                    SequenceCheck::Accept => {
+                        let o = next;
+                        next += i64::from(batch.offset_span);
+                        record_batch(
+                            current,
+                            pb.epoch,
+                            RecentBatch {
+                                first_sequence: pb.first_sequence,
+                                last_sequence: pb.last_sequence,
+                                base_offset: o,
+                            },
+                            now,
+                        );
+                        staged.push((batch, o));
+                        o
+                    }
+                    SequenceCheck::Duplicate { base_offset } => {
+                        first_offset.get_or_insert(base_offset);
+                        continue;
+                    }
+                    SequenceCheck::Fenced { .. } => return UnitOutcome::ProducerFenced,
+                    SequenceCheck::OutOfOrder { .. } => return UnitOutcome::OutOfOrderSequence,
+                }
+            }
+        };
+        all_duplicates = false;
+        first_offset.get_or_insert(offset);
+    }
+    for (slot, s) in scratch {
+        producers[slot] = s;
+        dirty[slot] = true;
+    }
+    state.high_watermark = next;
+    accepted.extend(staged);
+    let base_offset = first_offset.unwrap_or(state.high_watermark);
+    if all_duplicates && !unit.batches.is_empty() {
+        UnitOutcome::Duplicate {
+            base_offset,
+            log_start_offset: state.log_start_offset,
+        }
+    } else {
+        UnitOutcome::Appended {
+            base_offset,
+            log_start_offset: state.log_start_offset,
+        }
+    }
+}
+
+/// Groups accepted batches into index entries: one per run of batches that are adjacent
+/// both in the segment and in offsets.
+fn index_runs(segment: Uuid, accepted: &[(&AppendBatch, i64)]) -> Vec<IndexEntry> {
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    for (batch, offset) in accepted {
+        let last_offset = offset + i64::from(batch.offset_span) - 1;
+        if let Some(e) = entries.last_mut() {
+            let Location::Wal {
+                position, length, ..
+            } = &mut e.location;
+            if *position + u64::from(*length) == batch.position && e.last_offset + 1 == *offset {
+                *length += batch.length;
+                e.last_offset = last_offset;
+                e.batch_count += 1;
+                e.max_timestamp = e.max_timestamp.max(batch.max_timestamp);
+                continue;
+            }
+        }
+        entries.push(IndexEntry {
+            base_offset: *offset,
+            last_offset,
+            location: Location::Wal {
+                segment,
+                position: batch.position,
+                length: batch.length,
+            },
+            batch_count: 1,
+            max_timestamp: batch.max_timestamp,
+        });
+    }
+    entries
+}

@@ -1,0 +1,347 @@
+//! Domain tests of the metadata store over the embedded backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::kv::embedded::EmbeddedKv;
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn store() -> (tempfile::TempDir, MetaStore, Arc<ManualClock>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv = EmbeddedKv::open(&dir.path().join("meta.redb")).expect("open");
+    let clock = Arc::new(ManualClock::new(NOW));
+    (dir, MetaStore::new(Arc::new(kv), clock.clone()), clock)
+}
+
+fn batch(position: u64, span: u32, producer: Option<(i64, i16, i32)>) -> AppendBatch {
+    AppendBatch {
+        position,
+        length: 100,
+        offset_span: span,
+        max_timestamp: NOW,
+        producer: producer.map(|(producer_id, epoch, first)| ProducerBatch {
+            producer_id,
+            epoch,
+            first_sequence: first,
+            last_sequence: first + span as i32 - 1,
+        }),
+    }
+}
+
+fn segment(partitions: Vec<PartitionAppend>) -> SegmentAppend {
+    SegmentAppend {
+        segment: Uuid::now_v7(),
+        size: 1000,
+        created_ms: NOW,
+        partitions,
+    }
+}
+
+fn unit(batches: Vec<AppendBatch>) -> AppendUnit {
+    AppendUnit { batches }
+}
+
+#[tokio::test]
+async fn topic_lifecycle() {
+    let (_d, meta, _) = store();
+    let t = meta
+        .create_topic("orders", 3, BTreeMap::new())
+        .await
+        .expect("create");
+    assert_eq!(t.partitions, 3);
+    assert!(matches!(
+        meta.create_topic("orders", 1, BTreeMap::new()).await,
+        Err(MetaError::TopicExists(_))
+    ));
+    assert!(matches!(
+        meta.create_topic("bad", 0, BTreeMap::new()).await,
+        Err(MetaError::InvalidPartitions(_))
+    ));
+    assert_eq!(
+        meta.topic_by_id(t.id).await.expect("by id"),
+        Some(t.clone())
+    );
+    let grown = meta.create_partitions("orders", 5).await.expect("grow");
+    assert_eq!(grown.partitions, 5);
+    assert!(meta
+        .partition_state(t.id, 4)
+        .await
+        .expect("state")
+        .is_some());
+    assert!(matches!(
+        meta.create_partitions("orders", 2).await,
+        Err(MetaError::InvalidPartitions(_))
+    ));
+    let altered = meta
+        .alter_topic_configs("orders", vec![("retention.ms".into(), Some("1000".into()))])
+        .await
+        .expect("alter");
+    assert_eq!(altered.configs["retention.ms"], "1000");
+    meta.delete_topic(Some("orders"), None)
+        .await
+        .expect("delete");
+    assert_eq!(meta.topic("orders").await.expect("get"), None);
+    assert_eq!(meta.deleted_topics().await.expect("deleted").len(), 1);
+    let again = meta
+        .create_topic("orders", 1, BTreeMap::new())
+        .await
+        .expect("recreate");
+    assert_ne!(again.id, t.id);
+    assert_eq!(meta.topics().await.expect("list"), vec![again]);
+}
+
+#[tokio::test]
+async fn offsets_are_dense_and_indexed() {
+    let (_d, meta, _) = store();
+    let t = meta
+        .create_topic("t", 2, BTreeMap::new())
+        .await
+        .expect("create");
+    let seg = segment(vec![
+        PartitionAppend {
+            topic_id: t.id,
+            partition: 0,
+            units: vec![
+                unit(vec![batch(16, 3, None)]),
+                unit(vec![batch(116, 2, None), batch(216, 5, None)]),
+            ],
+        },
+        PartitionAppend {
+            topic_id: t.id,
+            partition: 1,
+            units: vec![unit(vec![batch(316, 4, None)])],
+        },
+        PartitionAppend {
+            topic_id: t.id,
+            partition: 7,
+            units: vec![unit(vec![batch(416, 1, None)])],
+        },
+    ]);
+    let r = meta
+        .commit_segment(Arc::new(seg.clone()), 60_000)
+        .await
+        .expect("commit");
+    assert_eq!(
+        r[0].outcomes,
+        vec![
+            UnitOutcome::Appended {
+                base_offset: 0,
+                log_start_offset: 0
+            },
+            UnitOutcome::Appended {
+                base_offset: 3,
+                log_start_offset: 0
+            }
+        ]
+    );
+    assert_eq!(r[0].high_watermark, 10);
+    // Three adjacent batches make one index entry.
+    assert_eq!(r[0].entries.len(), 1);
+    assert_eq!(r[0].entries[0].last_offset, 9);
+    assert_eq!(r[0].entries[0].batch_count, 3);
+    assert_eq!(r[2].outcomes, vec![UnitOutcome::UnknownTopicOrPartition]);
+    let seg2 = segment(vec![PartitionAppend {
+        topic_id: t.id,
+        partition: 0,
+        units: vec![unit(vec![batch(16, 1, None)])],
+    }]);
+    let r2 = meta
+        .commit_segment(Arc::new(seg2.clone()), 60_000)
+        .await
+        .expect("commit");
+    assert_eq!(r2[0].high_watermark, 11);
+    let entries = meta.index_entries(t.id, 0, 5, 0).await.expect("index");
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.base_offset, e.last_offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 9), (10, 10)]
+    );
+    let from_10 = meta.index_entries(t.id, 0, 10, 1).await.expect("index");
+    assert_eq!(from_10[0].base_offset, 10);
+    let state = meta
+        .partition_state(t.id, 0)
+        .await
+        .expect("state")
+        .expect("exists");
+    assert_eq!(state.high_watermark, 11);
+    assert_eq!(state.size_bytes, 400);
+    assert!(matches!(
+        meta.commit_segment(Arc::new(seg2.clone()), 60_000).await,
+        Err(MetaError::SegmentAlreadyCommitted(_))
+    ));
+}
+
+#[tokio::test]
+async fn idempotent_producers() {
+    let (_d, meta, _) = store();
+    let t = meta
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let (pid, epoch) = meta.init_producer_id(None, None).await.expect("pid");
+    let (pid2, _) = meta.init_producer_id(None, None).await.expect("pid");
+    assert_ne!(pid, pid2);
+    let p = |units| PartitionAppend {
+        topic_id: t.id,
+        partition: 0,
+        units,
+    };
+    let first = segment(vec![p(vec![
+        unit(vec![batch(16, 5, Some((pid, epoch, 0)))]),
+        unit(vec![batch(116, 5, Some((pid, epoch, 5)))]),
+    ])]);
+    meta.commit_segment(Arc::new(first.clone()), 60_000)
+        .await
+        .expect("commit");
+    // A retry of the second batch plus new data from another producer.
+    let retry = segment(vec![p(vec![
+        unit(vec![batch(16, 5, Some((pid, epoch, 5)))]),
+        unit(vec![batch(116, 3, Some((pid2, 0, 0)))]),
+        unit(vec![batch(216, 5, Some((pid, epoch, 20)))]),
+        unit(vec![batch(316, 5, Some((pid, epoch, 10)))]),
+    ])]);
+    let r = meta
+        .commit_segment(Arc::new(retry.clone()), 60_000)
+        .await
+        .expect("commit");
+    assert_eq!(
+        r[0].outcomes,
+        vec![
+            UnitOutcome::Duplicate {
+                base_offset: 5,
+                log_start_offset: 0
+            },
+            UnitOutcome::Appended {
+                base_offset: 10,
+                log_start_offset: 0
+            },
+            UnitOutcome::OutOfOrderSequence,
+            UnitOutcome::Appended {
+                base_offset: 13,
+                log_start_offset: 0
+            },
+        ]
+    );
+    assert_eq!(r[0].high_watermark, 18);
+    // The duplicate's bytes are not indexed: entries skip position 16.
+    let positions: Vec<_> = r[0]
+        .entries
+        .iter()
+        .map(|e| {
+            let Location::Wal { position, .. } = e.location;
+            (position, e.base_offset)
+        })
+        .collect();
+    assert_eq!(positions, vec![(116, 10), (316, 13)]);
+    // An epoch bump fences the old epoch.
+    let (same, bumped) = meta
+        .init_producer_id(None, Some((pid, epoch)))
+        .await
+        .expect("bump");
+    assert_eq!((same, bumped), (pid, epoch + 1));
+    let new_epoch = segment(vec![p(vec![unit(vec![batch(
+        16,
+        1,
+        Some((pid, bumped, 0)),
+    )])])]);
+    meta.commit_segment(Arc::new(new_epoch.clone()), 60_000)
+        .await
+        .expect("commit");
+    let stale = segment(vec![p(vec![unit(vec![batch(
+        16,
+        1,
+        Some((pid, epoch, 15)),
+    )])])]);
+    let r = meta
+        .commit_segment(Arc::new(stale.clone()), 60_000)
+        .await
+        .expect("commit");
+    assert_eq!(r[0].outcomes, vec![UnitOutcome::ProducerFenced]);
+}
+
+#[tokio::test]
+async fn transactional_ids_keep_their_producer() {
+    let (_d, meta, _) = store();
+    let (a, e0) = meta.init_producer_id(Some("tx"), None).await.expect("init");
+    let (b, e1) = meta.init_producer_id(Some("tx"), None).await.expect("init");
+    assert_eq!((a, e0 + 1), (b, e1));
+    assert!(matches!(
+        meta.init_producer_id(Some("tx"), Some((a, e0))).await,
+        Err(MetaError::ProducerFenced { .. })
+    ));
+}
+
+#[tokio::test]
+async fn old_segments_are_refused() {
+    let (_d, meta, clock) = store();
+    let t = meta
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let seg = segment(vec![PartitionAppend {
+        topic_id: t.id,
+        partition: 0,
+        units: vec![unit(vec![batch(16, 1, None)])],
+    }]);
+    clock.advance(120_000);
+    assert!(matches!(
+        meta.commit_segment(Arc::new(seg.clone()), 60_000).await,
+        Err(MetaError::SegmentTooOld(_))
+    ));
+}
+
+#[tokio::test]
+async fn deleted_topics_release_their_segments() {
+    let (_d, meta, clock) = store();
+    let t = meta
+        .create_topic("t", 2, BTreeMap::new())
+        .await
+        .expect("create");
+    let seg = segment(vec![
+        PartitionAppend {
+            topic_id: t.id,
+            partition: 0,
+            units: vec![unit(vec![batch(16, 1, Some((5, 0, 0)))])],
+        },
+        PartitionAppend {
+            topic_id: t.id,
+            partition: 1,
+            units: vec![unit(vec![batch(116, 1, None)])],
+        },
+    ]);
+    meta.commit_segment(Arc::new(seg.clone()), 60_000)
+        .await
+        .expect("commit");
+    let record = meta
+        .segment_record(seg.segment)
+        .await
+        .expect("record")
+        .expect("exists");
+    assert_eq!(record.live_entries, 2);
+    meta.delete_topic(None, Some(t.id)).await.expect("delete");
+    assert!(!meta.purge_deleted_topic(t.id, 1).await.expect("purge"));
+    assert!(!meta.purge_deleted_topic(t.id, 1).await.expect("purge"));
+    assert!(meta.purge_deleted_topic(t.id, 1).await.expect("purge"));
+    assert!(meta.deleted_topics().await.expect("deleted").is_empty());
+    assert!(meta
+        .unreferenced_segments(NOW)
+        .await
+        .expect("gc")
+        .is_empty());
+    clock.advance(10);
+    let gc = meta.unreferenced_segments(NOW + 1).await.expect("gc");
+    assert_eq!(gc.len(), 1);
+    assert_eq!(gc[0].segment, seg.segment);
+    assert!(meta.forget_segment(seg.segment).await.expect("forget"));
+    assert_eq!(
+        meta.segments_known(&[seg.segment]).await.expect("known"),
+        vec![false]
+    );
+}
