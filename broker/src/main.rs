@@ -1,1 +1,138 @@
-fn main() {}
+//! The `icestream` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use icestream::{Server, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "icestream",
+    version,
+    about = "A Kafka-compatible broker whose log is an Apache Iceberg table"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Default)]
+struct SettingsArgs {
+    /// TOML settings file (also ICESTREAM_CONFIG).
+    #[arg(long, env = "ICESTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka listener address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port advertised to clients.
+    #[arg(long)]
+    advertised_listener: Option<String>,
+    /// Data directory for embedded state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Object store URL (file://, s3://, memory://).
+    #[arg(long)]
+    object_store: Option<String>,
+    /// Metadata store URL (embedded, postgres://, fdb://).
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Any setting, as key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(SettingsArgs),
+    /// Print the effective settings (after file, environment and flags) as TOML.
+    Settings(SettingsArgs),
+}
+
+impl SettingsArgs {
+    fn load(&self) -> anyhow::Result<Settings> {
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        let mut flag = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                overrides.push((k.to_string(), v));
+            }
+        };
+        flag("listen", self.listen.clone());
+        flag("advertised_listener", self.advertised_listener.clone());
+        flag(
+            "data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        flag("object_store", self.object_store.clone());
+        flag("metadata", self.metadata.clone());
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            overrides.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        Ok(Settings::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Settings(args) => {
+            let settings = args.load()?;
+            print!("{}", toml::to_string(&settings)?);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let settings = args.load()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(settings))
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let server = Server::start(settings).await?;
+    let stopped = server.token();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = stopped.cancelled() => {}
+    }
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

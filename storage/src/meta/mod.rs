@@ -6,6 +6,7 @@
 //! atomic and retried on conflicts; operations that may be retried after an unknown
 //! outcome are written to be idempotent (see [`MetaStore::commit_segment`]).
 
+mod cluster;
 mod keys;
 mod log;
 mod producers;

@@ -345,3 +345,10 @@ async fn deleted_topics_release_their_segments() {
         vec![false]
     );
 }
+
+#[tokio::test]
+async fn cluster_id_is_stable() {
+    let (_d, meta, _) = store();
+    let a = meta.cluster_id().await.expect("id");
+    assert_eq!(meta.cluster_id().await.expect("id"), a);
+}

@@ -1,0 +1,56 @@
+//! ApiVersions, and the one table of what icestream serves.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+/// Every API icestream serves: (api, advertised min, handled min, max). Everything listed
+/// works end to end; the advertised minimum is lower than the handled one only for
+/// Produce, which Kafka 4 also advertises from v0 (rejecting v0-v2) because librdkafka
+/// derives its message-format and compression support from it (KAFKA-18659).
+pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
+    (ApiKey::Produce, 0, 3, 13),
+    (ApiKey::Fetch, 4, 4, 18),
+    (ApiKey::ListOffsets, 1, 1, 10),
+    (ApiKey::Metadata, 0, 0, 13),
+    (ApiKey::FindCoordinator, 0, 0, 6),
+    (ApiKey::ApiVersions, 0, 0, 4),
+    (ApiKey::CreateTopics, 2, 2, 7),
+    (ApiKey::DeleteTopics, 1, 1, 6),
+    (ApiKey::InitProducerId, 0, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 1, 4),
+    (ApiKey::CreatePartitions, 0, 0, 3),
+    (ApiKey::DescribeCluster, 0, 0, 2),
+];
+
+/// The versions of `api` icestream decodes, if it serves it at all.
+pub fn handled(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, ..)| *k == api)
+        .map(|&(_, _, min, max)| (min, max))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|&(api, min, _, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+pub fn handle(_req: ApiVersionsRequest) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(api_keys())
+}
+
+/// The KIP-511 answer to an ApiVersions request newer than we know (sent as v0).
+pub fn unsupported_version() -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(api_keys())
+}

@@ -1,0 +1,157 @@
+//! Fetch: serves stored batches (base offsets patched, never re-encoded) within
+//! `max_bytes` and `partition_max_bytes`, and long-polls up to `max_wait_ms` until
+//! `min_bytes` are available. Fetch sessions (KIP-227) are not kept: every response has
+//! session id 0, which tells clients to send full fetch requests.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+
+use super::Context;
+use crate::broker::Broker;
+use crate::errors;
+
+/// Longest long-poll we honour, whatever the client asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest) -> FetchResponse {
+    if ctx.version >= 7 && req.session_id != 0 {
+        // We never hand out session ids, so a non-zero one is unknown to us.
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut commits = broker.log.subscribe();
+    loop {
+        commits.borrow_and_update();
+        let (response, bytes, errors) = read_all(broker, ctx, &req).await;
+        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            return response;
+        }
+        if tokio::time::timeout_at(deadline, commits.changed())
+            .await
+            .is_err()
+        {
+            // Timed out: answer with what is there now.
+            return read_all(broker, ctx, &req).await.0;
+        }
+    }
+}
+
+/// Reads every requested partition once. Returns the response, the bytes of records in
+/// it, and whether any partition had an error (errors are answered at once).
+async fn read_all(
+    broker: &Broker,
+    ctx: &Context,
+    req: &FetchRequest,
+) -> (FetchResponse, usize, bool) {
+    let mut budget = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let resolved = if ctx.version >= 13 {
+            broker.topics.get_by_id(topic.topic_id).await
+        } else {
+            broker.topics.get(&topic.topic.0).await
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let base = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(None);
+            let data = match &resolved {
+                Err(e) => {
+                    any_error = true;
+                    base.with_error_code(errors::meta_retriable(e).code())
+                }
+                Ok(None) => {
+                    any_error = true;
+                    let code = if ctx.version >= 13 {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    base.with_error_code(code.code())
+                }
+                Ok(Some(t)) => {
+                    let max = (p.partition_max_bytes.max(0) as usize).min(budget);
+                    match broker
+                        .log
+                        .read(t.id, p.partition, p.fetch_offset, max.max(1))
+                        .await
+                    {
+                        Ok(r) => {
+                            let records = concat(r.batches, r.bytes);
+                            total += r.bytes;
+                            budget = budget.saturating_sub(r.bytes);
+                            base.with_high_watermark(r.high_watermark)
+                                .with_last_stable_offset(r.high_watermark)
+                                .with_log_start_offset(r.log_start)
+                                .with_records(Some(records))
+                        }
+                        Err(e) => {
+                            any_error = true;
+                            let state =
+                                broker.log.partition(t.id, p.partition).await.ok().flatten();
+                            tracing::debug!(topic = %t.name, partition = p.partition, offset = p.fetch_offset, error = %e, "fetch error");
+                            let mut d = base.with_error_code(errors::read(&e).code());
+                            if let Some(s) = state {
+                                d = d
+                                    .with_high_watermark(s.high_watermark())
+                                    .with_last_stable_offset(s.high_watermark())
+                                    .with_log_start_offset(s.log_start());
+                            }
+                            d
+                        }
+                    }
+                }
+            };
+            let data = if ctx.version < 5 {
+                data.with_log_start_offset(-1)
+            } else {
+                data
+            };
+            partitions.push(data);
+        }
+        let mut r = FetchableTopicResponse::default().with_partitions(partitions);
+        if ctx.version >= 13 {
+            r = r.with_topic_id(topic.topic_id);
+        } else {
+            r = r.with_topic(topic.topic.clone());
+        }
+        responses.push(r);
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        any_error,
+    )
+}
+
+fn concat(batches: Vec<Bytes>, bytes: usize) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(bytes);
+            for b in batches {
+                buf.extend_from_slice(&b);
+            }
+            buf.freeze()
+        }
+    }
+}

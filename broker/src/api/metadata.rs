@@ -1,0 +1,145 @@
+//! Metadata: brokers, topics and partitions; auto-creates requested topics when allowed.
+
+use std::sync::Arc;
+
+use icestream_storage::meta::TopicMeta;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::Context;
+use crate::broker::Broker;
+use crate::errors;
+use crate::log::LEADER_EPOCH;
+use crate::topics::validate_name;
+
+/// "Authorized operations" value meaning the broker did not compute them.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> MetadataResponse {
+    let node = broker.endpoint.node_id;
+    let brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(node))
+        .with_host(StrBytes::from_string(broker.endpoint.host.clone()))
+        .with_port(broker.endpoint.port)
+        .with_rack(broker.endpoint.rack.clone().map(StrBytes::from_string))];
+    // v0: an empty list means every topic; v1+: null does.
+    let requested = match req.topics {
+        Some(t) if !(ctx.version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    let topics = match requested {
+        None => match broker.topics.list().await {
+            Ok(all) => all.iter().map(|t| describe(t, node, ctx.version)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata: listing topics failed");
+                Vec::new()
+            }
+        },
+        Some(list) => {
+            let auto_create = broker.settings.auto_create_topics
+                && (ctx.version < 4 || req.allow_auto_topic_creation);
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                out.push(match t.name {
+                    Some(name) => by_name(broker, &name.0, auto_create, node, ctx.version).await,
+                    None => by_id(broker, t.topic_id, node, ctx.version).await,
+                });
+            }
+            out
+        }
+    };
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_topics(topics);
+    if ctx.version >= 1 {
+        response = response.with_controller_id(BrokerId(node));
+    }
+    if ctx.version >= 2 {
+        response = response.with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())));
+    }
+    if (8..=10).contains(&ctx.version) {
+        response = response.with_cluster_authorized_operations(OPERATIONS_OMITTED);
+    }
+    response
+}
+
+async fn by_name(
+    broker: &Broker,
+    name: &StrBytes,
+    auto_create: bool,
+    node: i32,
+    version: i16,
+) -> MetadataResponseTopic {
+    let error = |code: ResponseError| {
+        let mut t = MetadataResponseTopic::default()
+            .with_error_code(code.code())
+            .with_name(Some(TopicName(name.clone())));
+        if version >= 8 {
+            t = t.with_topic_authorized_operations(OPERATIONS_OMITTED);
+        }
+        t
+    };
+    let found = if auto_create {
+        if validate_name(name).is_err() {
+            return error(ResponseError::InvalidTopicException);
+        }
+        broker
+            .topics
+            .get_or_create(name, broker.settings.num_partitions)
+            .await
+            .map(Some)
+    } else {
+        broker.topics.get(name).await
+    };
+    match found {
+        Ok(Some(topic)) => describe(&topic, node, version),
+        Ok(None) => error(ResponseError::UnknownTopicOrPartition),
+        Err(e) => {
+            tracing::warn!(topic = %name.as_str(), error = %e, "metadata lookup failed");
+            error(errors::meta_retriable(&e))
+        }
+    }
+}
+
+async fn by_id(broker: &Broker, id: Uuid, node: i32, version: i16) -> MetadataResponseTopic {
+    match broker.topics.get_by_id(id).await {
+        Ok(Some(topic)) => describe(&topic, node, version),
+        Ok(None) => MetadataResponseTopic::default()
+            .with_error_code(ResponseError::UnknownTopicId.code())
+            .with_topic_id(id),
+        Err(e) => MetadataResponseTopic::default()
+            .with_error_code(errors::meta_retriable(&e).code())
+            .with_topic_id(id),
+    }
+}
+
+fn describe(topic: &Arc<TopicMeta>, node: i32, version: i16) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|p| {
+            let mut part = MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(node))
+                .with_replica_nodes(vec![BrokerId(node)])
+                .with_isr_nodes(vec![BrokerId(node)]);
+            if version >= 7 {
+                part = part.with_leader_epoch(LEADER_EPOCH);
+            }
+            part
+        })
+        .collect();
+    let mut t = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_partitions(partitions);
+    if version >= 10 {
+        t = t.with_topic_id(topic.id);
+    }
+    if version >= 8 {
+        t = t.with_topic_authorized_operations(OPERATIONS_OMITTED);
+    }
+    t
+}

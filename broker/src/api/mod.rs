@@ -1,0 +1,217 @@
+//! Request dispatch: header peeking, version checks, decoding with `kafka-protocol`, one
+//! module per Kafka API, and response encoding.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod find_coordinator;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker::Broker;
+
+pub use api_versions::SUPPORTED;
+
+/// A response being computed; `Ok(None)` means the request gets no response (acks=0).
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, EncodeError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("request frame of {0} bytes is too short for a request header")]
+    Short(usize),
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("{api:?} v{version} is not supported (supported: v{min} to v{max})")]
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    #[error("malformed {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("encoding {api:?} v{version} response: {reason}")]
+pub struct EncodeError {
+    api: ApiKey,
+    version: i16,
+    reason: String,
+}
+
+/// The request's header fields a handler may need.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<StrBytes>,
+}
+
+fn peek_i16(frame: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+/// Decodes one request frame and starts handling it. Work that must happen in arrival
+/// order (queueing produced data) is done before this returns; the rest runs when the
+/// returned future is polled.
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+) -> Result<Option<ResponseFuture>, DispatchError> {
+    if frame.len() < 8 {
+        return Err(DispatchError::Short(frame.len()));
+    }
+    let api_key = peek_i16(&frame, 0);
+    let version = peek_i16(&frame, 2);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(api_key).map_err(|_| DispatchError::UnknownApiKey(api_key))?;
+    let (min, max) = api_versions::handled(api).ok_or(DispatchError::UnknownApiKey(api_key))?;
+    if api == ApiKey::ApiVersions && version > max {
+        // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can pick a version.
+        return Ok(Some(ready(encode(
+            api,
+            0,
+            correlation_id,
+            ResponseKind::ApiVersions(api_versions::unsupported_version()),
+        ))));
+    }
+    if version < min || version > max {
+        return Err(DispatchError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    let malformed = |reason: String| DispatchError::Malformed {
+        api,
+        version,
+        reason,
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| malformed(e.to_string()))?;
+    let request =
+        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    let ctx = Context {
+        api,
+        version,
+        correlation_id,
+        client_id: header.client_id,
+    };
+    let b = broker.clone();
+    let future: ResponseFuture = match request {
+        RequestKind::Produce(req) => return Ok(produce::admit(b, ctx, req).await),
+        RequestKind::ApiVersions(req) => respond(ctx, async move {
+            ResponseKind::ApiVersions(api_versions::handle(req))
+        }),
+        RequestKind::Metadata(req) => respond(ctx.clone(), async move {
+            ResponseKind::Metadata(metadata::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::Fetch(req) => respond(ctx.clone(), async move {
+            ResponseKind::Fetch(fetch::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::ListOffsets(req) => respond(ctx.clone(), async move {
+            ResponseKind::ListOffsets(list_offsets::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::CreateTopics(req) => respond(ctx.clone(), async move {
+            ResponseKind::CreateTopics(create_topics::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::DeleteTopics(req) => respond(ctx.clone(), async move {
+            ResponseKind::DeleteTopics(delete_topics::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::CreatePartitions(req) => respond(ctx.clone(), async move {
+            ResponseKind::CreatePartitions(create_partitions::handle(&b, req).await)
+        }),
+        RequestKind::DescribeConfigs(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeConfigs(describe_configs::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::DescribeCluster(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeCluster(describe_cluster::handle(&b, req))
+        }),
+        RequestKind::InitProducerId(req) => respond(ctx.clone(), async move {
+            ResponseKind::InitProducerId(init_producer_id::handle(&b, req).await)
+        }),
+        RequestKind::FindCoordinator(req) => respond(ctx.clone(), async move {
+            ResponseKind::FindCoordinator(find_coordinator::handle(&b, &ctx, req))
+        }),
+        RequestKind::OffsetForLeaderEpoch(req) => respond(ctx.clone(), async move {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&b, req).await)
+        }),
+        other => {
+            // `handled` only lets through the APIs matched above.
+            return Err(malformed(format!(
+                "no handler for {:?}",
+                std::mem::discriminant(&other)
+            )));
+        }
+    };
+    Ok(Some(future))
+}
+
+fn ready(r: Result<Option<Bytes>, EncodeError>) -> ResponseFuture {
+    Box::pin(async move { r })
+}
+
+fn respond(
+    ctx: Context,
+    body: impl Future<Output = ResponseKind> + Send + 'static,
+) -> ResponseFuture {
+    Box::pin(async move {
+        let response = body.await;
+        encode(ctx.api, ctx.version, ctx.correlation_id, response)
+    })
+}
+
+/// Encodes header and body with the 4-byte size prefix.
+pub fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: ResponseKind,
+) -> Result<Option<Bytes>, EncodeError> {
+    let err = |reason: String| EncodeError {
+        api,
+        version,
+        reason,
+    };
+    // ApiVersions responses always use header v0, so clients can parse them whatever
+    // version they asked for.
+    let header_version = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(|e| err(e.to_string()))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| err(e.to_string()))?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Some(buf.freeze()))
+}

@@ -1,0 +1,233 @@
+//! Produce: validates every batch (magic v2, CRC-32C, sizes, record counts), queues the
+//! valid partitions in the appender in arrival order, and answers once their segment is
+//! committed (acks=1 and acks=all alike: durable in object storage and indexed).
+//! Partitions with bad input get their error code; the connection lives on.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use icestream_storage::batch::batches;
+use icestream_storage::meta::UnitOutcome;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{respond, Context, ResponseFuture};
+use crate::appender::{AppendReply, PartitionInput};
+use crate::broker::Broker;
+use crate::errors;
+use crate::topics::effective_config;
+
+/// Where each partition of the response comes from.
+enum Slot {
+    /// Refused before queueing.
+    Error(ResponseError, Option<String>),
+    /// Queued: index into the appender's outcomes.
+    Queued(usize),
+}
+
+struct TopicSlots {
+    name: TopicName,
+    topic_id: Uuid,
+    partitions: Vec<(i32, Slot)>,
+}
+
+pub async fn admit(
+    broker: Arc<Broker>,
+    ctx: Context,
+    req: ProduceRequest,
+) -> Option<ResponseFuture> {
+    let acks = req.acks;
+    let mut inputs: Vec<PartitionInput> = Vec::new();
+    let mut topics: Vec<TopicSlots> = Vec::with_capacity(req.topic_data.len());
+    let refuse_all = if !matches!(acks, -1..=1) {
+        Some((ResponseError::InvalidRequiredAcks, None))
+    } else if req.transactional_id.is_some() {
+        Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            Some("transactions are not supported yet".to_string()),
+        ))
+    } else {
+        None
+    };
+    for topic_data in req.topic_data {
+        let topic = if ctx.version >= 13 {
+            broker.topics.get_by_id(topic_data.topic_id).await
+        } else {
+            broker.topics.get(&topic_data.name.0).await
+        };
+        let mut slots = TopicSlots {
+            name: topic_data.name.clone(),
+            topic_id: topic_data.topic_id,
+            partitions: Vec::with_capacity(topic_data.partition_data.len()),
+        };
+        for partition in topic_data.partition_data {
+            let index = partition.index;
+            let slot = if let Some((code, msg)) = &refuse_all {
+                Slot::Error(*code, msg.clone())
+            } else {
+                match &topic {
+                    Err(e) => Slot::Error(errors::meta_retriable(e), Some(e.to_string())),
+                    Ok(None) if ctx.version >= 13 => {
+                        Slot::Error(ResponseError::UnknownTopicId, None)
+                    }
+                    Ok(None) => Slot::Error(ResponseError::UnknownTopicOrPartition, None),
+                    Ok(Some(t)) if index < 0 || index >= t.partitions => {
+                        Slot::Error(ResponseError::UnknownTopicOrPartition, None)
+                    }
+                    Ok(Some(t)) => {
+                        let max = effective_config(t, "max.message.bytes")
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(broker.settings.message_max_bytes);
+                        match validate(partition, max) {
+                            Ok(input_batches) => {
+                                inputs.push(PartitionInput {
+                                    topic_id: t.id,
+                                    partition: index,
+                                    batches: input_batches,
+                                });
+                                Slot::Queued(inputs.len() - 1)
+                            }
+                            Err((code, msg)) => {
+                                tracing::debug!(topic = %t.name, partition = index, error = %msg, "produce refused");
+                                Slot::Error(code, Some(msg))
+                            }
+                        }
+                    }
+                }
+            };
+            slots.partitions.push((index, slot));
+        }
+        topics.push(slots);
+    }
+    let reply = if inputs.is_empty() {
+        None
+    } else {
+        Some(broker.appender.append(inputs).await)
+    };
+    if acks == 0 {
+        // No response; still log failures.
+        if let Some(Ok(rx)) = reply {
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = rx.await {
+                    tracing::warn!(error = %e, "acks=0 produce was not stored");
+                }
+            });
+        }
+        return None;
+    }
+    let version = ctx.version;
+    Some(respond(ctx, async move {
+        let outcome: AppendReply = match reply {
+            None => Ok(Vec::new()),
+            Some(Ok(rx)) => rx
+                .await
+                .unwrap_or(Err(crate::appender::AppendError::ShuttingDown)),
+            Some(Err(e)) => Err(e),
+        };
+        ResponseKind::Produce(build_response(topics, &outcome, version))
+    }))
+}
+
+/// Splits and checks the batches of one partition.
+fn validate(
+    partition: PartitionProduceData,
+    max_batch_bytes: usize,
+) -> Result<Vec<(icestream_storage::batch::BatchHeader, Bytes)>, (ResponseError, String)> {
+    let records = partition.records.unwrap_or_default();
+    if records.is_empty() {
+        return Err((ResponseError::InvalidRecord, "no record batches".into()));
+    }
+    let mut out = Vec::new();
+    for item in batches(&records) {
+        let (header, batch) = item.map_err(|e| (errors::batch(&e), e.to_string()))?;
+        header
+            .validate(&batch)
+            .map_err(|e| (errors::batch(&e), e.to_string()))?;
+        if batch.len() > max_batch_bytes {
+            return Err((
+                ResponseError::MessageTooLarge,
+                format!(
+                    "record batch of {} bytes exceeds max.message.bytes {max_batch_bytes}",
+                    batch.len()
+                ),
+            ));
+        }
+        if header.record_count == 0 {
+            return Err((ResponseError::InvalidRecord, "empty record batch".into()));
+        }
+        if header.is_transactional() || header.is_control() {
+            return Err((
+                ResponseError::InvalidRecord,
+                "transactional and control batches are not supported yet".into(),
+            ));
+        }
+        if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
+            return Err((
+                ResponseError::InvalidRecord,
+                "idempotent batch without epoch or sequence".into(),
+            ));
+        }
+        out.push((header, batch));
+    }
+    Ok(out)
+}
+
+fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) -> ProduceResponse {
+    let responses = topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|(index, slot)| {
+                    let r = PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1);
+                    let (code, message, base, log_start) = match slot {
+                        Slot::Error(code, msg) => (Some(code), msg, -1, -1),
+                        Slot::Queued(i) => match outcome {
+                            Err(e) => (Some(errors::append(e)), Some(e.to_string()), -1, -1),
+                            Ok(outcomes) => match outcomes.get(i) {
+                                Some(
+                                    UnitOutcome::Appended {
+                                        base_offset,
+                                        log_start_offset,
+                                    }
+                                    | UnitOutcome::Duplicate {
+                                        base_offset,
+                                        log_start_offset,
+                                    },
+                                ) => (None, None, *base_offset, *log_start_offset),
+                                Some(o) => (errors::outcome(o), None, -1, -1),
+                                None => (Some(ResponseError::UnknownServerError), None, -1, -1),
+                            },
+                        },
+                    };
+                    let mut r = r
+                        .with_error_code(code.map_or(errors::NONE, |c| c.code()))
+                        .with_base_offset(base);
+                    if version >= 5 {
+                        r = r.with_log_start_offset(log_start);
+                    }
+                    if version >= 8 {
+                        r = r.with_error_message(message.map(StrBytes::from_string));
+                    }
+                    r
+                })
+                .collect();
+            let mut tr = TopicProduceResponse::default().with_partition_responses(partitions);
+            if version >= 13 {
+                tr = tr.with_topic_id(t.topic_id);
+            } else {
+                tr = tr.with_name(t.name);
+            }
+            tr
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
+}

@@ -1,0 +1,418 @@
+//! The appender: gathers produced batches of all partitions for up to `flush_interval` or
+//! `flush_bytes`, writes them as ONE WAL segment object, then commits the segment in one
+//! metadata transaction that assigns offsets, and only then answers the producers.
+//!
+//! Pipelining: segment PUTs run concurrently (up to `max_inflight_flushes`), commits run
+//! one at a time in segment order, so a producer's batches get offsets in the order they
+//! arrived. Backpressure: produced bytes hold permits of a semaphore sized
+//! `max_inflight_bytes` until their segment is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use icestream_storage::batch::BatchHeader;
+use icestream_storage::meta::{
+    AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
+    UnitOutcome,
+};
+use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
+use icestream_storage::{MetaError, MetaStore, Objects};
+use object_store::{PutMode, PutOptions, PutPayload};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::log::Log;
+
+/// Budget permits are counted in KiB.
+const PERMIT_BYTES: usize = 1024;
+/// Retries of a segment commit whose outcome was unknown.
+const UNKNOWN_OUTCOME_RETRIES: usize = 5;
+
+/// Why produced data was not made durable; producers get a retriable error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("writing the WAL segment failed: {0}")]
+    Storage(String),
+    #[error("committing the WAL segment failed: {0}")]
+    Commit(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+/// The batches one produce request sends to one partition, already validated.
+pub struct PartitionInput {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub batches: Vec<(BatchHeader, Bytes)>,
+}
+
+/// One outcome per [`PartitionInput`] of the request, in order.
+pub type AppendReply = Result<Vec<UnitOutcome>, AppendError>;
+
+struct Pending {
+    inputs: Vec<PartitionInput>,
+    bytes: usize,
+    reply: oneshot::Sender<AppendReply>,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Clone)]
+pub struct AppenderConfig {
+    pub flush_interval: Duration,
+    pub flush_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_inflight_flushes: usize,
+    /// Segments older than this are not committed (the orphan collector may take them).
+    pub max_segment_age_ms: i64,
+}
+
+/// Handle to the appender task.
+#[derive(Clone)]
+pub struct Appender {
+    tx: mpsc::Sender<Pending>,
+    budget: Arc<Semaphore>,
+    total_permits: u32,
+}
+
+impl Appender {
+    /// Starts the flush and commit tasks. They stop after `shutdown` is cancelled and every
+    /// accepted request has been flushed and answered.
+    pub fn start(
+        config: AppenderConfig,
+        objects: Objects,
+        meta: MetaStore,
+        log: Arc<Log>,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        let total_permits = (config.max_inflight_bytes / PERMIT_BYTES).max(1) as u32;
+        let budget = Arc::new(Semaphore::new(total_permits as usize));
+        let (tx, rx) = mpsc::channel(1024);
+        let (commit_tx, commit_rx) = mpsc::channel(config.max_inflight_flushes);
+        let committer = tokio::spawn(commit_loop(commit_rx, meta, log, config.clone()));
+        let flusher = tokio::spawn(async move {
+            flush_loop(rx, commit_tx, objects, config, shutdown).await;
+            if let Err(e) = committer.await {
+                tracing::error!(error = %e, "commit task failed");
+            }
+        });
+        (
+            Self {
+                tx,
+                budget,
+                total_permits,
+            },
+            flusher,
+        )
+    }
+
+    /// Queues validated batches; waits while too many bytes are in flight. The receiver
+    /// yields the outcomes once the segment holding them is committed.
+    pub async fn append(
+        &self,
+        inputs: Vec<PartitionInput>,
+    ) -> Result<oneshot::Receiver<AppendReply>, AppendError> {
+        let bytes: usize = inputs
+            .iter()
+            .flat_map(|i| i.batches.iter().map(|(_, b)| b.len()))
+            .sum();
+        let permits = (bytes.div_ceil(PERMIT_BYTES) as u32).clamp(1, self.total_permits);
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                inputs,
+                bytes,
+                reply,
+                _permit: permit,
+            })
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        Ok(rx)
+    }
+}
+
+/// A segment on its way: PUT running, waiting for its turn to commit.
+struct Flushed {
+    append: Arc<SegmentAppend>,
+    put: JoinHandle<Result<(), object_store::Error>>,
+    /// Per partition group: the batches with their positions, for the read cache.
+    data: Vec<Vec<(u64, Bytes)>>,
+    waiters: Vec<Waiter>,
+    key: String,
+}
+
+struct Waiter {
+    reply: oneshot::Sender<AppendReply>,
+    /// For each input of the request: (partition group, unit index in the group).
+    routes: Vec<(usize, usize)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn flush_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    commit_tx: mpsc::Sender<Flushed>,
+    objects: Objects,
+    config: AppenderConfig,
+    shutdown: CancellationToken,
+) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut bytes = 0usize;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let flush_now = tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(p) => {
+                    if pending.is_empty() {
+                        deadline = Some(Instant::now() + config.flush_interval);
+                    }
+                    bytes += p.bytes;
+                    pending.push(p);
+                    bytes >= config.flush_bytes
+                }
+                None => break,
+            },
+            _ = sleep_until(deadline) => true,
+            _ = shutdown.cancelled() => {
+                // Take what is already queued, then stop accepting.
+                rx.close();
+                while let Ok(p) = rx.try_recv() {
+                    pending.push(p);
+                }
+                break;
+            }
+        };
+        if flush_now && !pending.is_empty() {
+            let batch = std::mem::take(&mut pending);
+            bytes = 0;
+            deadline = None;
+            if commit_tx.send(start_flush(batch, &objects)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = commit_tx.send(start_flush(pending, &objects)).await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Lays out a segment from the pending requests (one chunk per partition, requests in
+/// arrival order within it) and starts its PUT.
+fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
+    let segment = Uuid::now_v7();
+    let created_ms = segment
+        .get_timestamp()
+        .map(|t| {
+            let (s, n) = t.to_unix();
+            (s * 1000 + u64::from(n) / 1_000_000) as i64
+        })
+        .unwrap_or_default();
+    // Group inputs by partition, keeping arrival order.
+    let mut groups: Vec<(Uuid, i32, Vec<(usize, usize)>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<(Uuid, i32), usize> =
+        std::collections::HashMap::new();
+    for (r, p) in pending.iter().enumerate() {
+        for (i, input) in p.inputs.iter().enumerate() {
+            let g = *group_of
+                .entry((input.topic_id, input.partition))
+                .or_insert_with(|| {
+                    groups.push((input.topic_id, input.partition, Vec::new()));
+                    groups.len() - 1
+                });
+            groups[g].2.push((r, i));
+        }
+    }
+    let mut parts: Vec<Bytes> = vec![encode_header()];
+    let mut position = parts[0].len() as u64;
+    let mut partitions = Vec::with_capacity(groups.len());
+    let mut chunks = Vec::with_capacity(groups.len());
+    let mut data = Vec::with_capacity(groups.len());
+    let mut routes: Vec<Vec<(usize, usize)>> = pending
+        .iter()
+        .map(|p| vec![(0, 0); p.inputs.len()])
+        .collect();
+    for (g, (topic_id, partition, members)) in groups.iter().enumerate() {
+        let start = position;
+        let mut units = Vec::with_capacity(members.len());
+        let mut group_data = Vec::new();
+        let mut chunk = ChunkInfo {
+            topic_id: *topic_id,
+            partition: *partition,
+            position: start,
+            length: 0,
+            batch_count: 0,
+            offset_span: 0,
+            first_timestamp: i64::MAX,
+            max_timestamp: -1,
+            producer_id: -1,
+        };
+        for (u, &(r, i)) in members.iter().enumerate() {
+            routes[r][i] = (g, u);
+            let mut unit = AppendUnit::default();
+            for (header, bytes) in &pending[r].inputs[i].batches {
+                unit.batches.push(AppendBatch {
+                    position,
+                    length: bytes.len() as u32,
+                    offset_span: header.offset_span() as u32,
+                    max_timestamp: header.max_timestamp,
+                    producer: header.has_producer_id().then_some(ProducerBatch {
+                        producer_id: header.producer_id,
+                        epoch: header.producer_epoch,
+                        first_sequence: header.base_sequence,
+                        last_sequence: header.last_sequence(),
+                    }),
+                });
+                if chunk.batch_count == 0 {
+                    chunk.producer_id = header.producer_id;
+                }
+                chunk.batch_count += 1;
+                chunk.offset_span += header.offset_span() as u32;
+                chunk.first_timestamp = chunk.first_timestamp.min(header.base_timestamp);
+                chunk.max_timestamp = chunk.max_timestamp.max(header.max_timestamp);
+                group_data.push((position, bytes.clone()));
+                parts.push(bytes.clone());
+                position += bytes.len() as u64;
+            }
+            units.push(unit);
+        }
+        chunk.length = (position - start) as u32;
+        chunks.push(chunk);
+        data.push(group_data);
+        partitions.push(PartitionAppend {
+            topic_id: *topic_id,
+            partition: *partition,
+            units,
+        });
+    }
+    parts.push(encode_footer(&chunks));
+    let size = parts.iter().map(|p| p.len() as u64).sum();
+    let key = segment_key(segment);
+    let path = objects.path(&key);
+    let store = objects.store.clone();
+    let payload = PutPayload::from_iter(parts);
+    let put = tokio::spawn(async move {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store.put_opts(&path, payload, options).await.map(|_| ())
+    });
+    let waiters = pending
+        .into_iter()
+        .zip(routes)
+        .map(|(p, routes)| Waiter {
+            reply: p.reply,
+            routes,
+            _permit: p._permit,
+        })
+        .collect();
+    Flushed {
+        append: Arc::new(SegmentAppend {
+            segment,
+            size,
+            created_ms,
+            partitions,
+        }),
+        put,
+        data,
+        waiters,
+        key,
+    }
+}
+
+async fn commit_loop(
+    mut rx: mpsc::Receiver<Flushed>,
+    meta: MetaStore,
+    log: Arc<Log>,
+    config: AppenderConfig,
+) {
+    while let Some(flushed) = rx.recv().await {
+        let Flushed {
+            append,
+            put,
+            data,
+            waiters,
+            key,
+        } = flushed;
+        let put_result = match put.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("upload task: {e}")),
+        };
+        if let Err(e) = put_result {
+            tracing::warn!(segment = %key, error = %e, "produce.flush failed");
+            fail(waiters, AppendError::Storage(e));
+            continue;
+        }
+        let started = Instant::now();
+        match commit(&meta, &append, config.max_segment_age_ms).await {
+            Ok(results) => {
+                tracing::debug!(
+                    segment = %key,
+                    bytes = append.size,
+                    partitions = results.len(),
+                    commit_ms = started.elapsed().as_millis() as u64,
+                    "meta.commit_segment"
+                );
+                for (p, (result, batch_data)) in
+                    append.partitions.iter().zip(results.iter().zip(&data))
+                {
+                    log.on_commit(p.topic_id, p.partition, result, batch_data);
+                }
+                for w in waiters {
+                    let outcomes = w
+                        .routes
+                        .iter()
+                        .map(|&(g, u)| results[g].outcomes[u])
+                        .collect();
+                    let _ = w.reply.send(Ok(outcomes));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(segment = %key, error = %e, "meta.commit_segment failed");
+                fail(waiters, AppendError::Commit(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Commits a segment, retrying when the outcome of an attempt is unknown. A retry that
+/// finds the segment already committed cannot recover the offsets, so the producers get a
+/// retriable error; idempotent producers then get their original offsets on retry.
+async fn commit(
+    meta: &MetaStore,
+    append: &Arc<SegmentAppend>,
+    max_age_ms: i64,
+) -> Result<Vec<PartitionResult>, MetaError> {
+    let mut attempt = 0;
+    loop {
+        match meta.commit_segment(append.clone(), max_age_ms).await {
+            Err(MetaError::Kv(e)) if e.maybe_committed() && attempt < UNKNOWN_OUTCOME_RETRIES => {
+                attempt += 1;
+                tracing::warn!(segment = %append.segment, error = %e, "segment commit outcome unknown, retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn fail(waiters: Vec<Waiter>, error: AppendError) {
+    for w in waiters {
+        let _ = w.reply.send(Err(error.clone()));
+    }
+}

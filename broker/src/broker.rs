@@ -1,0 +1,155 @@
+//! The broker: its components (metadata store, object store, topic cache, read side,
+//! appender) built from settings, shared by every connection.
+
+use std::sync::Arc;
+
+use icestream_storage::kv::{self, KvError};
+use icestream_storage::{MetaError, MetaStore, Objects, SystemClock};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::appender::{Appender, AppenderConfig};
+use crate::log::Log;
+use crate::settings::Settings;
+use crate::topics::Topics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("metadata store: {0}")]
+    Metadata(#[from] KvError),
+    #[error("metadata store: {0}")]
+    Meta(#[from] MetaError),
+    #[error("object store: {0}")]
+    Objects(#[from] icestream_storage::objects::ObjectStoreUrlError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("advertised listener {0:?} is not host:port")]
+    Advertised(String),
+}
+
+/// Where clients reach this broker.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+pub struct Broker {
+    pub settings: Settings,
+    pub cluster_id: String,
+    pub endpoint: Endpoint,
+    pub meta: MetaStore,
+    pub objects: Objects,
+    pub topics: Topics,
+    pub log: Arc<Log>,
+    pub appender: Appender,
+}
+
+/// Background tasks to wait for at shutdown.
+pub struct Tasks {
+    pub appender: JoinHandle<()>,
+}
+
+impl Broker {
+    /// Opens every component. `listen_port` is the port actually bound, used when no
+    /// advertised listener is configured.
+    pub async fn open(
+        settings: Settings,
+        listen_host: &str,
+        listen_port: u16,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Self>, Tasks), StartError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
+            path: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        let kv = kv::open(&settings.metadata, &settings.data_dir).await?;
+        let meta = MetaStore::new(kv, Arc::new(SystemClock));
+        let objects = Objects::open(&settings.object_store_url())?;
+        let cluster_id = meta.cluster_id().await?;
+        let endpoint = endpoint(&settings, listen_host, listen_port)?;
+        let log = Arc::new(Log::new(
+            meta.clone(),
+            objects.clone(),
+            settings.cache_bytes,
+        ));
+        let (appender, appender_task) = Appender::start(
+            AppenderConfig {
+                flush_interval: settings.flush_interval(objects.kind),
+                flush_bytes: settings.flush_bytes,
+                max_inflight_bytes: settings.max_inflight_bytes,
+                max_inflight_flushes: settings.max_inflight_flushes,
+                max_segment_age_ms: (settings.segment_grace_ms / 2) as i64,
+            },
+            objects.clone(),
+            meta.clone(),
+            log.clone(),
+            shutdown,
+        );
+        tracing::info!(
+            cluster_id = %cluster_id,
+            node_id = endpoint.node_id,
+            metadata = meta.kv().kind(),
+            objects = %objects.display_url,
+            "broker.open"
+        );
+        let broker = Arc::new(Self {
+            topics: Topics::new(meta.clone()),
+            settings,
+            cluster_id,
+            endpoint,
+            meta,
+            objects,
+            log,
+            appender,
+        });
+        Ok((
+            broker,
+            Tasks {
+                appender: appender_task,
+            },
+        ))
+    }
+}
+
+fn endpoint(
+    settings: &Settings,
+    listen_host: &str,
+    listen_port: u16,
+) -> Result<Endpoint, StartError> {
+    let (host, port) = match &settings.advertised_listener {
+        Some(adv) => {
+            let (h, p) = adv
+                .rsplit_once(':')
+                .ok_or_else(|| StartError::Advertised(adv.clone()))?;
+            let port: i32 = p.parse().map_err(|_| StartError::Advertised(adv.clone()))?;
+            (h.to_string(), port)
+        }
+        None => {
+            let host = if listen_host == "0.0.0.0" || listen_host == "::" {
+                "127.0.0.1".to_string()
+            } else {
+                listen_host.to_string()
+            };
+            (host, i32::from(listen_port))
+        }
+    };
+    Ok(Endpoint {
+        node_id: settings.node_id.unwrap_or(0),
+        host,
+        port,
+        rack: settings.rack.clone(),
+    })
+}

@@ -1,0 +1,92 @@
+//! A byte-bounded cache of record batch data (patched, ready to serve), evicting the
+//! oldest insertions first: a log's hot data is its newest.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+pub struct ByteCache<K> {
+    inner: Mutex<Inner<K>>,
+    capacity: usize,
+}
+
+struct Inner<K> {
+    map: HashMap<K, Bytes>,
+    order: VecDeque<K>,
+    size: usize,
+}
+
+impl<K: Hash + Eq + Clone> ByteCache<K> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                size: 0,
+            }),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, key: &K) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.map.get(key).cloned()
+    }
+
+    /// Inserts `value`, evicting the oldest entries to stay within capacity. Values larger
+    /// than a quarter of the capacity are not cached.
+    pub fn insert(&self, key: K, value: Bytes) {
+        if value.len() > self.capacity / 4 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = inner.map.insert(key.clone(), value.clone()) {
+            inner.size -= old.len();
+        } else {
+            inner.order.push_back(key);
+        }
+        inner.size += value.len();
+        while inner.size > self.capacity {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = inner.map.remove(&oldest) {
+                inner.size -= v.len();
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &K) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = inner.map.remove(key) {
+            inner.size -= v.len();
+            inner.order.retain(|k| k != key);
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_within_capacity() {
+        let cache = ByteCache::new(100);
+        for i in 0..10u32 {
+            cache.insert(i, Bytes::from(vec![0u8; 20]));
+        }
+        assert!(cache.size() <= 100);
+        assert!(cache.get(&0).is_none());
+        assert!(cache.get(&9).is_some());
+        cache.insert(100, Bytes::from(vec![0u8; 26]));
+        assert!(cache.get(&100).is_none(), "too large to cache");
+        cache.remove(&9);
+        assert!(cache.get(&9).is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! One client connection: length-prefixed frames in, responses out in request order.
+//!
+//! The read loop decodes and admits requests one at a time (a produce request is queued in
+//! the appender here, so a producer's pipelined requests keep their order); each request
+//! yields a response future, and the write loop awaits those futures in order. A frame
+//! over `socket_request_max_bytes`, a malformed frame or an unsupported API version closes
+//! the connection with a log line; other connections are unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ResponseFuture};
+use crate::broker::Broker;
+
+/// Responses waiting to be written per connection (Kafka clients pipeline at most a few).
+const MAX_PENDING_RESPONSES: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("frame of {size} bytes exceeds socket_request_max_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("negative frame size {0}")]
+    Negative(i32),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<ResponseFuture>(MAX_PENDING_RESPONSES);
+    let writer_task = tokio::spawn(write_loop(writer, rx, peer));
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let max = broker.settings.socket_request_max_bytes;
+    tracing::debug!(%peer, "connection.open");
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(&mut reader, max) => f,
+            _ = shutdown.cancelled() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "connection.read");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        };
+        match api::dispatch(&broker, frame).await {
+            Ok(Some(response)) => {
+                if tx.send(response).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+    tracing::debug!(%peer, "connection.closed");
+}
+
+/// Reads one frame; `None` on a clean end of stream.
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let size = match reader.read_i32().await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if size < 0 {
+        return Err(FrameError::Negative(size));
+    }
+    let size = size as usize;
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let n = (&mut *reader)
+            .take((size - buf.len()) as u64)
+            .read_buf(&mut buf)
+            .await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<ResponseFuture>,
+    peer: SocketAddr,
+) {
+    while let Some(response) = rx.recv().await {
+        match response.await {
+            Ok(Some(bytes)) => {
+                if let Err(e) = writer.write_all(&bytes).await {
+                    tracing::debug!(%peer, error = %e, "connection.write");
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "closing connection");
+                break;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,21 @@
+//! icestream's broker: the Kafka wire protocol server over icestream's storage.
+//!
+//! Layers: [`server`] (listener) → [`connection`] (framing, ordering) → [`api`] (dispatch,
+//! one module per Kafka API) → the broker's components: [`topics`], [`appender`] (write
+//! path), [`log`] (read path), [`gc`].
+
+pub mod api;
+pub mod appender;
+pub mod broker;
+mod cache;
+pub mod connection;
+pub mod errors;
+pub mod gc;
+pub mod log;
+pub mod server;
+pub mod settings;
+pub mod topics;
+
+pub use broker::Broker;
+pub use server::Server;
+pub use settings::Settings;

@@ -1,0 +1,399 @@
+//! The read side of partitions: high watermarks, a window of recent index entries per
+//! partition, and the cache of record batch data with base offsets already patched.
+//!
+//! The appender calls [`Log::on_commit`] after every segment commit, so a single broker's
+//! view is always current; entries and states it has not seen are read from the metadata
+//! store on demand.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use icestream_storage::batch::{batches, patch_offsets, BatchHeader};
+use icestream_storage::meta::{IndexEntry, Location, PartitionResult};
+use icestream_storage::segment::segment_key;
+use icestream_storage::{MetaError, MetaStore, Objects};
+use kafka_protocol::records::RecordBatchDecoder;
+use object_store::ObjectStoreExt;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::cache::ByteCache;
+
+/// Index entries kept in memory per partition.
+const INDEX_WINDOW: usize = 4096;
+/// Index entries read from the metadata store per lookup.
+const INDEX_PAGE: usize = 64;
+/// The leader epoch icestream reports: there are no leader elections.
+pub const LEADER_EPOCH: i32 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("unknown partition")]
+    UnknownPartition,
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("reading {key}: {source}")]
+    Object {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One partition's read state.
+pub struct PartitionLog {
+    high_watermark: AtomicI64,
+    log_start: AtomicI64,
+    /// Recent index entries by last offset.
+    entries: Mutex<BTreeMap<i64, IndexEntry>>,
+}
+
+impl PartitionLog {
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    fn lock_entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, IndexEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached entry holding `offset`, if any.
+    fn find(&self, offset: i64) -> Option<IndexEntry> {
+        let entries = self.lock_entries();
+        let (_, e) = entries.range(offset..).next()?;
+        (e.base_offset <= offset).then(|| e.clone())
+    }
+
+    fn remember(&self, new: impl IntoIterator<Item = IndexEntry>) {
+        let mut entries = self.lock_entries();
+        for e in new {
+            entries.insert(e.last_offset, e);
+        }
+        while entries.len() > INDEX_WINDOW {
+            entries.pop_first();
+        }
+    }
+}
+
+/// Record batches read from a partition.
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    pub bytes: usize,
+    pub high_watermark: i64,
+    pub log_start: i64,
+}
+
+pub struct Log {
+    meta: MetaStore,
+    objects: Objects,
+    partitions: DashMap<(Uuid, i32), Arc<PartitionLog>>,
+    data: ByteCache<(Uuid, u64)>,
+    commits: watch::Sender<u64>,
+}
+
+impl Log {
+    pub fn new(meta: MetaStore, objects: Objects, cache_bytes: usize) -> Self {
+        Self {
+            meta,
+            objects,
+            partitions: DashMap::new(),
+            data: ByteCache::new(cache_bytes),
+            commits: watch::Sender::new(0),
+        }
+    }
+
+    /// A receiver that changes whenever a segment commit advanced some partition.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// The read state of a partition, loading it on first use; `None` if it does not exist.
+    pub async fn partition(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<Arc<PartitionLog>>, MetaError> {
+        if let Some(p) = self.partitions.get(&(topic_id, partition)) {
+            return Ok(Some(p.clone()));
+        }
+        let Some(state) = self.meta.partition_state(topic_id, partition).await? else {
+            return Ok(None);
+        };
+        let entry = self
+            .partitions
+            .entry((topic_id, partition))
+            .or_insert_with(|| {
+                Arc::new(PartitionLog {
+                    high_watermark: AtomicI64::new(state.high_watermark),
+                    log_start: AtomicI64::new(state.log_start_offset),
+                    entries: Mutex::new(BTreeMap::new()),
+                })
+            });
+        Ok(Some(entry.clone()))
+    }
+
+    /// Forgets a deleted topic's partitions.
+    pub fn forget_topic(&self, topic_id: Uuid) {
+        self.partitions.retain(|(t, _), _| *t != topic_id);
+    }
+
+    /// Publishes a commit: new entries, high watermark, and the entries' data (patched
+    /// from `batch_data`, the batches the segment holds for this partition by position).
+    pub fn on_commit(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        result: &PartitionResult,
+        batch_data: &[(u64, Bytes)],
+    ) {
+        for entry in &result.entries {
+            let Location::Wal {
+                segment,
+                position,
+                length,
+            } = entry.location;
+            let end = position + u64::from(length);
+            let mut buf = BytesMut::with_capacity(length as usize);
+            for (p, bytes) in batch_data {
+                if *p >= position && *p < end {
+                    buf.extend_from_slice(bytes);
+                }
+            }
+            if buf.len() == length as usize
+                && patch_offsets(&mut buf, entry.base_offset, LEADER_EPOCH).is_ok()
+            {
+                self.data.insert((segment, position), buf.freeze());
+            }
+        }
+        if let Some(p) = self.partitions.get(&(topic_id, partition)) {
+            p.remember(result.entries.iter().cloned());
+            p.high_watermark
+                .fetch_max(result.high_watermark, Ordering::AcqRel);
+            p.log_start
+                .fetch_max(result.log_start_offset, Ordering::AcqRel);
+        }
+        self.commits.send_modify(|n| *n += 1);
+    }
+
+    /// The entry holding `offset`, from the window or the metadata store.
+    async fn entry_for(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        plog: &PartitionLog,
+        offset: i64,
+    ) -> Result<Option<IndexEntry>, ReadError> {
+        if let Some(e) = plog.find(offset) {
+            return Ok(Some(e));
+        }
+        let page = self
+            .meta
+            .index_entries(topic_id, partition, offset, INDEX_PAGE)
+            .await?;
+        let found = page
+            .first()
+            .filter(|e| e.base_offset <= offset && offset <= e.last_offset)
+            .cloned();
+        plog.remember(page);
+        Ok(found)
+    }
+
+    /// The batches of an index entry, base offsets patched.
+    pub async fn entry_data(&self, entry: &IndexEntry) -> Result<Bytes, ReadError> {
+        let Location::Wal {
+            segment,
+            position,
+            length,
+        } = entry.location;
+        if let Some(b) = self.data.get(&(segment, position)) {
+            return Ok(b);
+        }
+        let key = segment_key(segment);
+        let raw = self
+            .objects
+            .store
+            .get_range(
+                &self.objects.path(&key),
+                position..position + u64::from(length),
+            )
+            .await
+            .map_err(|source| ReadError::Object {
+                key: key.clone(),
+                source,
+            })?;
+        let mut buf = BytesMut::from(raw.as_ref());
+        let next = patch_offsets(&mut buf, entry.base_offset, LEADER_EPOCH)
+            .map_err(|e| ReadError::Corrupt(format!("{key} at {position}: {e}")))?;
+        if next != entry.next_offset() {
+            return Err(ReadError::Corrupt(format!(
+                "{key} at {position}: batches end at offset {next}, index says {}",
+                entry.next_offset()
+            )));
+        }
+        let bytes = buf.freeze();
+        self.data.insert((segment, position), bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Reads whole batches from `offset` on, up to `max_bytes` (the first batch is always
+    /// returned whole, as KIP-74 asks, so consumers make progress past large batches).
+    pub async fn read(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, ReadError> {
+        let plog = self
+            .partition(topic_id, partition)
+            .await?
+            .ok_or(ReadError::UnknownPartition)?;
+        let high_watermark = plog.high_watermark();
+        let log_start = plog.log_start();
+        if offset < log_start || offset > high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        let mut result = ReadResult {
+            batches: Vec::new(),
+            bytes: 0,
+            high_watermark,
+            log_start,
+        };
+        let mut next = offset;
+        'entries: while next < high_watermark {
+            let Some(entry) = self.entry_for(topic_id, partition, &plog, next).await? else {
+                tracing::warn!(%topic_id, partition, offset = next, "no index entry for offset");
+                break;
+            };
+            let data = self.entry_data(&entry).await?;
+            for item in batches(&data) {
+                let (header, batch) =
+                    item.map_err(|e| ReadError::Corrupt(format!("batch in index entry: {e}")))?;
+                if header.last_offset() < next {
+                    continue;
+                }
+                if result.bytes + batch.len() > max_bytes && !result.batches.is_empty() {
+                    break 'entries;
+                }
+                result.bytes += batch.len();
+                result.batches.push(batch);
+                if result.bytes >= max_bytes {
+                    break 'entries;
+                }
+            }
+            next = entry.next_offset();
+        }
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is `>= timestamp`, with that timestamp, or
+    /// `None` if every record is older.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
+        let plog = self
+            .partition(topic_id, partition)
+            .await?
+            .ok_or(ReadError::UnknownPartition)?;
+        let mut from = plog.log_start();
+        loop {
+            let page = self
+                .meta
+                .index_entries(topic_id, partition, from, 256)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            from = last.next_offset();
+            for entry in page.iter().filter(|e| e.max_timestamp >= timestamp) {
+                if let Some(found) = self.find_in_entry(entry, |ts| ts >= timestamp).await? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (the first such
+    /// record), for ListOffsets with timestamp -3.
+    pub async fn max_timestamp_offset(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
+        let plog = self
+            .partition(topic_id, partition)
+            .await?
+            .ok_or(ReadError::UnknownPartition)?;
+        let mut from = plog.log_start();
+        let mut best: Option<IndexEntry> = None;
+        loop {
+            let page = self
+                .meta
+                .index_entries(topic_id, partition, from, 256)
+                .await?;
+            let Some(last) = page.last() else { break };
+            from = last.next_offset();
+            for e in page {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| e.max_timestamp > b.max_timestamp)
+                {
+                    best = Some(e);
+                }
+            }
+        }
+        match best {
+            Some(entry) => {
+                let max = entry.max_timestamp;
+                self.find_in_entry(&entry, |ts| ts >= max).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes the batches of an entry to find the first record whose timestamp satisfies
+    /// `hit`.
+    async fn find_in_entry(
+        &self,
+        entry: &IndexEntry,
+        hit: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
+        let data = self.entry_data(entry).await?;
+        for item in batches(&data) {
+            let (header, batch): (BatchHeader, Bytes) =
+                item.map_err(|e| ReadError::Corrupt(e.to_string()))?;
+            if !hit(header.max_timestamp) || header.is_control() {
+                continue;
+            }
+            let mut buf = batch.clone();
+            let set = RecordBatchDecoder::decode(&mut buf)
+                .map_err(|e| ReadError::Corrupt(format!("decoding batch: {e}")))?;
+            if let Some(r) = set.records.iter().find(|r| hit(r.timestamp)) {
+                return Ok(Some((r.offset, r.timestamp)));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,126 @@
+//! The Kafka listener: accepts connections up to `max_connections`, runs one task per
+//! connection, runs the garbage collector, and shuts down gracefully: stop accepting,
+//! let connections finish their current request, flush and commit everything accepted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, StartError};
+use crate::connection;
+use crate::gc;
+use crate::settings::Settings;
+
+/// A running broker.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the listener and starts serving.
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: settings.listen.clone(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let (broker, tasks) = Broker::open(
+            settings,
+            &addr.ip().to_string(),
+            addr.port(),
+            shutdown.clone(),
+        )
+        .await?;
+        tracing::info!(%addr, "listening for Kafka clients");
+        let gc_task = tokio::spawn(gc::run(broker.clone(), shutdown.clone()));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            broker.clone(),
+            shutdown.clone(),
+            async move {
+                if let Err(e) = tasks.appender.await {
+                    tracing::error!(error = %e, "appender task failed");
+                }
+                let _ = gc_task.await;
+            },
+        ));
+        Ok(Self {
+            addr,
+            broker,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting, drains, and returns when everything accepted is committed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`Server::shutdown`] from elsewhere or a fatal
+    /// error).
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    background: impl std::future::Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(broker.settings.max_connections));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            connection::serve(broker, stream, peer, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(30), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not finish within 30 s of shutdown");
+    }
+    background.await;
+    tracing::info!("broker stopped");
+}

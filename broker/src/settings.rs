@@ -1,0 +1,243 @@
+//! Broker settings: serde data with a default for everything, layered
+//! defaults → TOML file → `ICESTREAM_*` environment → command-line flags.
+//!
+//! Keys are flat snake_case names (`flush_interval_ms`); in the environment they are upper
+//! case with the `ICESTREAM_` prefix (`ICESTREAM_FLUSH_INTERVAL_MS=5`); on the command line
+//! `--set flush_interval_ms=5` (or the dedicated flags). Unknown keys are errors, so a typo
+//! never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use icestream_storage::StoreKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// Every setting of `icestream serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the Kafka listener binds.
+    pub listen: String,
+    /// `host:port` given to clients in Metadata responses (default: the listen address).
+    pub advertised_listener: Option<String>,
+    /// Directory for embedded state (metadata store, local objects, catalog).
+    pub data_dir: PathBuf,
+    /// Object store URL for WAL segments and table files (default `file://DATA_DIR/objects`).
+    pub object_store: Option<String>,
+    /// Metadata store URL: `embedded`, `postgres://…` or `fdb://CLUSTER_FILE`.
+    pub metadata: String,
+    /// This broker's node id (default 0 for a single node).
+    pub node_id: Option<i32>,
+    /// Rack reported in Metadata responses.
+    pub rack: Option<String>,
+
+    /// Longest time produced data waits before its WAL segment is written (default 5 ms on
+    /// local and memory stores, 100 ms on S3).
+    pub flush_interval_ms: Option<u64>,
+    /// A segment is written as soon as this many bytes are waiting.
+    pub flush_bytes: usize,
+    /// Produced bytes accepted but not yet acknowledged, across all connections; producers
+    /// wait (backpressure) beyond it.
+    pub max_inflight_bytes: usize,
+    /// Segments being written or committed at once.
+    pub max_inflight_flushes: usize,
+
+    /// Create unknown topics when clients ask for them in Metadata requests.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// Largest record batch accepted (Kafka's `message.max.bytes`).
+    pub message_max_bytes: usize,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub socket_request_max_bytes: usize,
+    /// Most client connections served at once.
+    pub max_connections: usize,
+
+    /// Memory for cached record batch data (bytes).
+    pub cache_bytes: usize,
+    /// Age after which a WAL segment nothing points at may be deleted.
+    pub segment_grace_ms: u64,
+    /// How often the garbage collector runs.
+    pub gc_interval_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./data"),
+            object_store: None,
+            metadata: "embedded".into(),
+            node_id: None,
+            rack: None,
+            flush_interval_ms: None,
+            flush_bytes: 8 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_inflight_flushes: 8,
+            auto_create_topics: true,
+            num_partitions: 1,
+            message_max_bytes: 1_048_588,
+            socket_request_max_bytes: 104_857_600,
+            max_connections: 10_000,
+            cache_bytes: 512 * 1024 * 1024,
+            segment_grace_ms: 10 * 60 * 1000,
+            gc_interval_ms: 60 * 1000,
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the sources: defaults, then `file`, then `env` (`ICESTREAM_*` pairs), then
+    /// `overrides` (`key=value` from flags).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, SettingsError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            table = toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("ICESTREAM_")?;
+                // Not settings: the config file path, test-suite variables.
+                if key == "CONFIG" || key.starts_with("TEST_") {
+                    return None;
+                }
+                Some((key.to_ascii_lowercase(), v))
+            })
+            .collect();
+        for (k, v) in env.iter().chain(overrides.iter().map(|(k, v)| (k, v))) {
+            table.insert(k.clone(), parse_value(v));
+        }
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| SettingsError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: &str| Err(SettingsError::Invalid(m.to_string()));
+        if self.num_partitions < 1 {
+            return bad("num_partitions must be at least 1");
+        }
+        if self.message_max_bytes < 1024 {
+            return bad("message_max_bytes must be at least 1024");
+        }
+        if self.message_max_bytes > self.max_inflight_bytes {
+            return bad("max_inflight_bytes must be at least message_max_bytes");
+        }
+        if self.max_inflight_flushes == 0 || self.flush_bytes == 0 {
+            return bad("max_inflight_flushes and flush_bytes must be positive");
+        }
+        if self.segment_grace_ms < 10_000 {
+            return bad("segment_grace_ms must be at least 10000");
+        }
+        Ok(())
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+    }
+
+    pub fn flush_interval(&self, kind: StoreKind) -> std::time::Duration {
+        let ms = self.flush_interval_ms.unwrap_or(match kind {
+            StoreKind::Local | StoreKind::Memory => 5,
+            StoreKind::S3 => 100,
+        });
+        std::time::Duration::from_millis(ms.max(1))
+    }
+}
+
+/// A value from the environment or a flag: TOML syntax when it parses (numbers, booleans),
+/// otherwise the plain string.
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("icestream.toml");
+        std::fs::write(
+            &file,
+            "flush_bytes = 1000\nnum_partitions = 3\nlisten = \"0.0.0.0:1\"\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("ICESTREAM_NUM_PARTITIONS".to_string(), "6".to_string()),
+            ("ICESTREAM_METADATA".to_string(), "postgres://x".to_string()),
+            (
+                "ICESTREAM_TEST_SOMETHING".to_string(),
+                "ignored".to_string(),
+            ),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let flags = vec![("listen".to_string(), "127.0.0.1:9".to_string())];
+        let s = Settings::load(Some(&file), env, &flags).expect("load");
+        assert_eq!(s.flush_bytes, 1000);
+        assert_eq!(s.num_partitions, 6);
+        assert_eq!(s.metadata, "postgres://x");
+        assert_eq!(s.listen, "127.0.0.1:9");
+        assert_eq!(s.message_max_bytes, Settings::default().message_max_bytes);
+    }
+
+    #[test]
+    fn rejects_unknown_and_invalid() {
+        let err =
+            Settings::load(None, vec![], &[("flush_byts".into(), "1".into())]).expect_err("typo");
+        assert!(err.to_string().contains("flush_byts"), "{err}");
+        assert!(Settings::load(None, vec![], &[("num_partitions".into(), "0".into())]).is_err());
+        assert!(Settings::load(None, vec![], &[("flush_bytes".into(), "abc".into())]).is_err());
+    }
+
+    #[test]
+    fn defaults_work_alone() {
+        let s = Settings::load(None, vec![], &[]).expect("defaults");
+        assert_eq!(s, Settings::default());
+        assert!(s.object_store_url().starts_with("file://"));
+        assert_eq!(
+            s.flush_interval(StoreKind::S3),
+            std::time::Duration::from_millis(100)
+        );
+    }
+}
