@@ -17,7 +17,7 @@ use icestream_storage::meta::{
     UnitOutcome,
 };
 use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
-use icestream_storage::{MetaError, MetaStore, Objects};
+use icestream_storage::{Clock, MetaError, MetaStore, Objects};
 use object_store::{PutMode, PutOptions, PutPayload};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -166,17 +166,17 @@ async fn flush_loop(
 ) {
     let mut pending: Vec<Pending> = Vec::new();
     let mut bytes = 0usize;
-    let mut deadline: Option<Instant> = None;
+    // Flushes start at least `flush_interval` apart, so PUTs per second never exceed
+    // 1/flush_interval; data arriving after a quiet spell is flushed at once.
+    let mut last_flush = Instant::now() - config.flush_interval;
     loop {
+        let deadline = (!pending.is_empty()).then(|| last_flush + config.flush_interval);
         let flush_now = tokio::select! {
             msg = rx.recv() => match msg {
                 Some(p) => {
-                    if pending.is_empty() {
-                        deadline = Some(Instant::now() + config.flush_interval);
-                    }
                     bytes += p.bytes;
                     pending.push(p);
-                    bytes >= config.flush_bytes
+                    bytes >= config.flush_bytes || Instant::now() >= last_flush + config.flush_interval
                 }
                 None => break,
             },
@@ -191,9 +191,19 @@ async fn flush_loop(
             }
         };
         if flush_now && !pending.is_empty() {
+            // Requests already queued behind this one go into the same segment.
+            while bytes < config.flush_bytes {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.bytes;
+                        pending.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
             let batch = std::mem::take(&mut pending);
             bytes = 0;
-            deadline = None;
+            last_flush = Instant::now();
             if commit_tx.send(start_flush(batch, &objects)).await.is_err() {
                 return;
             }
@@ -349,6 +359,7 @@ async fn commit_loop(
             waiters,
             key,
         } = flushed;
+        let waited = Instant::now();
         let put_result = match put.await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("upload task: {e}")),
@@ -366,6 +377,8 @@ async fn commit_loop(
                     bytes = append.size,
                     partitions = results.len(),
                     commit_ms = started.elapsed().as_millis() as u64,
+                    put_wait_ms = (started - waited).as_millis() as u64,
+                    age_ms = (icestream_storage::SystemClock.now_ms() - append.created_ms),
                     "meta.commit_segment"
                 );
                 for (p, (result, batch_data)) in

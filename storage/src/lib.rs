@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod clock;
+pub mod direct_fs;
 pub mod kv;
 pub mod meta;
 pub mod objects;

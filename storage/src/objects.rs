@@ -17,6 +17,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
+use crate::direct_fs::DirectFs;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectStoreUrlError {
     #[error("unsupported object store url {url:?}: {reason}")]
@@ -86,12 +88,13 @@ impl Objects {
                 path: dir.display().to_string(),
                 source,
             })?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
+        let local = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|source| ObjectStoreUrlError::Build {
                 url: url.to_string(),
                 source,
             })?
             .with_automatic_cleanup(true);
+        let store = DirectFs::new(local, dir.clone());
         let mut objects = Self::wrap(Arc::new(store), StoreKind::Local, url);
         objects.local_root = Some(dir);
         Ok(objects)

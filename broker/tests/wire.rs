@@ -1,0 +1,229 @@
+//! Raw wire tests: an in-process broker on port 0, requests encoded with kafka-protocol.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use icestream::{Server, Settings};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
+    FetchResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(dir: &tempfile::TempDir) -> Server {
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        object_store: Some("memory://".into()),
+        flush_interval_ms: Some(1),
+        socket_request_max_bytes: 1 << 20,
+        ..Settings::default()
+    };
+    Server::start(settings).await.expect("server starts")
+}
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    async fn connect(server: &Server) -> Self {
+        Self {
+            stream: TcpStream::connect(server.addr).await.expect("connect"),
+            correlation: 0,
+        }
+    }
+
+    async fn send<R: Encodable>(&mut self, api: ApiKey, version: i16, req: &R) -> i32 {
+        self.correlation += 1;
+        let mut buf = BytesMut::new();
+        buf.put_i32(0);
+        RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("wire-test")))
+            .encode(&mut buf, api.request_header_version(version))
+            .expect("header");
+        req.encode(&mut buf, version).expect("body");
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&buf).await.expect("write");
+        self.correlation
+    }
+
+    async fn recv<R: Decodable>(&mut self, api: ApiKey, version: i16, correlation: i32) -> R {
+        let size = self.stream.read_i32().await.expect("response size");
+        let mut buf = vec![0u8; size as usize];
+        self.stream.read_exact(&mut buf).await.expect("response");
+        let mut bytes = Bytes::from(buf);
+        let header_version = if api == ApiKey::ApiVersions {
+            0
+        } else {
+            api.response_header_version(version)
+        };
+        let header = ResponseHeader::decode(&mut bytes, header_version).expect("header");
+        assert_eq!(header.correlation_id, correlation);
+        R::decode(&mut bytes, version).expect("body")
+    }
+
+    async fn call<Q: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, req: &Q) -> R {
+        let c = self.send(api, version, req).await;
+        self.recv(api, version, c).await
+    }
+}
+
+fn records(values: &[&str]) -> Bytes {
+    let recs: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce(topic: &str, values: &[&str]) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records(values)))])])
+}
+
+async fn create_topic(client: &mut Client, name: &str) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let resp: CreateTopicsResponse = client
+        .call(
+            ApiKey::CreateTopics,
+            7,
+            &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.into())))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)]),
+        )
+        .await;
+    assert_eq!(resp.topics[0].error_code, 0);
+}
+
+#[tokio::test]
+async fn api_versions_kip511_fallback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir).await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    // ApiVersions v127 with a header v2 the broker cannot know: only the first 8 bytes matter.
+    let mut frame = BytesMut::new();
+    frame.put_i16(ApiKey::ApiVersions as i16);
+    frame.put_i16(127);
+    frame.put_i32(42);
+    frame.put_slice(&[0xff, 0xff, 0, 1, 2, 3]);
+    let mut out = BytesMut::new();
+    out.put_i32(frame.len() as i32);
+    out.put_slice(&frame);
+    stream.write_all(&out).await.expect("write");
+    let size = stream.read_i32().await.expect("size");
+    let mut buf = vec![0u8; size as usize];
+    stream.read_exact(&mut buf).await.expect("read");
+    let mut bytes = Bytes::from(buf);
+    assert_eq!(bytes.get_i32(), 42);
+    let resp = ApiVersionsResponse::decode(&mut bytes, 0).expect("v0 body");
+    assert_eq!(resp.error_code, 35);
+    assert!(resp
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version == 13));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pipelined_produce_keeps_order_and_fetch_serves_patched_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir).await;
+    let mut client = Client::connect(&server).await;
+    create_topic(&mut client, "wire").await;
+    // Ten produce requests sent back to back before reading any response.
+    let mut correlations = Vec::new();
+    for i in 0..10 {
+        let values = [format!("a{i}"), format!("b{i}"), format!("c{i}")];
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        correlations.push(client.send(ApiKey::Produce, 9, &produce("wire", &refs)).await);
+    }
+    for (i, c) in correlations.into_iter().enumerate() {
+        let resp: ProduceResponse = client.recv(ApiKey::Produce, 9, c).await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.base_offset, 3 * i as i64);
+    }
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("wire")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_fetch_offset(7)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch).await;
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(part.high_watermark, 30);
+    let mut data = part.records.clone().expect("records");
+    let sets = RecordBatchDecoder::decode_all(&mut data).expect("valid batches");
+    let offsets: Vec<i64> = sets
+        .iter()
+        .flat_map(|s| s.records.iter().map(|r| r.offset))
+        .collect();
+    // The batch holding offset 7 starts at 6; everything up to the end follows.
+    assert_eq!(offsets, (6..30).collect::<Vec<_>>());
+    let values: Vec<Bytes> = sets
+        .iter()
+        .flat_map(|s| s.records.iter().filter_map(|r| r.value.clone()))
+        .collect();
+    assert_eq!(values[1], Bytes::from_static(b"b2"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_frame_closes_only_that_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir).await;
+    let mut bad = TcpStream::connect(server.addr).await.expect("connect");
+    bad.write_all(&(2_000_000i32).to_be_bytes()).await.expect("write");
+    let mut buf = [0u8; 1];
+    assert_eq!(bad.read(&mut buf).await.expect("eof"), 0);
+    let mut good = Client::connect(&server).await;
+    create_topic(&mut good, "still-serving").await;
+    server.shutdown().await;
+}

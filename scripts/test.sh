@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, a Python virtualenv with pinned
+# clients and engines) and runs every test: formatting, lints, Rust unit/integration tests
+# (the metadata conformance suite against the embedded store and a private PostgreSQL),
+# and the end-to-end tests against real `icestream serve` processes.
+#
+#   ./scripts/test.sh            everything
+#   ./scripts/test.sh -k kcat    end-to-end tests matching a pytest expression
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=${ICESTREAM_CACHE:-$HOME/.cache/icestream}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+mkdir -p "$CACHE"
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+# --- Debian packages --------------------------------------------------------------------
+packages=()
+command -v kcat >/dev/null || packages+=(kcat)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+command -v python3 >/dev/null || packages+=(python3 python3-venv)
+dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
+if [ ${#packages[@]} -gt 0 ]; then
+  log "installing ${packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -q >/dev/null
+  as_root apt-get install -y -q "${packages[@]}" >/dev/null
+fi
+
+# --- Python virtualenv ------------------------------------------------------------------
+VENV=$CACHE/venv
+stamp=$(sha256sum tests/requirements.txt | cut -c1-16)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  log "python virtualenv"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r tests/requirements.txt
+  echo "$stamp" > "$VENV/.stamp"
+fi
+export PATH="$VENV/bin:$PATH"
+
+# --- A private PostgreSQL on a free loopback port ----------------------------------------
+PG_BIN=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)")
+PG_DIR=$(mktemp -d /tmp/icestream-pg.XXXXXX)
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+[ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync >/dev/null
+pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+cleanup() {
+  pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+trap cleanup EXIT
+export ICESTREAM_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+# --- Rust --------------------------------------------------------------------------------
+if [ $# -eq 0 ]; then
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+  log "cargo clippy"
+  cargo clippy --workspace --all-targets -q -- -D warnings
+  log "cargo test"
+  cargo test --workspace -q
+fi
+log "cargo build (icestream binary)"
+cargo build -q -p icestream --bin icestream
+export ICESTREAM_BIN=$CARGO_TARGET_DIR/debug/icestream
+
+# --- End to end --------------------------------------------------------------------------
+log "end-to-end tests"
+cd "$ROOT/tests"
+python -m pytest -q -p no:cacheprovider "$@"
