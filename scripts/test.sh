@@ -73,7 +73,7 @@ if [ $# -eq 0 ]; then
 fi
 log "cargo build (icestream binary)"
 cargo build -q -p icestream --bin icestream
-export ICESTREAM_BIN=$CARGO_TARGET_DIR/debug/icestream
+export ICESTREAM_TEST_BIN=$CARGO_TARGET_DIR/debug/icestream
 
 # --- End to end --------------------------------------------------------------------------
 log "end-to-end tests"

@@ -113,8 +113,14 @@ fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let hwm_kb = status
         .lines()
@@ -145,7 +151,11 @@ fn create_topic(args: &Args, topic: &str) -> anyhow::Result<()> {
         let partitions = args.partitions;
         move || {
             futures_lite_block_on(admin.create_topics(
-                &[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    &topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
                 &AdminOptions::new(),
             ))
         }
@@ -257,7 +267,10 @@ fn main() -> anyhow::Result<()> {
             .set("acks", &args.acks)
             .set("compression.type", &args.compression)
             .set("linger.ms", args.linger_ms.to_string())
-            .set("enable.idempotence", if args.idempotence { "true" } else { "false" })
+            .set(
+                "enable.idempotence",
+                if args.idempotence { "true" } else { "false" },
+            )
             .set("queue.buffering.max.kbytes", "1048576")
             .set("batch.size", "1000000")
             .create_with_context(ArcContext(ctx))?;
@@ -281,9 +294,12 @@ fn main() -> anyhow::Result<()> {
                 }
                 payload[..8].copy_from_slice(&now_nanos().to_le_bytes());
                 let partition = (n % args.partitions as u64) as i32;
-                let mut record = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&topic, Box::new(Instant::now()))
-                    .payload(&payload[..])
-                    .partition(partition);
+                let mut record = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(
+                    &topic,
+                    Box::new(Instant::now()),
+                )
+                .payload(&payload[..])
+                .partition(partition);
                 loop {
                     match producer.send(record) {
                         Ok(()) => break,
@@ -301,7 +317,8 @@ fn main() -> anyhow::Result<()> {
         }));
     }
     for w in workers {
-        w.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+        w.join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let usage_after = args.broker_pid.map(process_usage).transpose()?;
@@ -322,7 +339,10 @@ fn main() -> anyhow::Result<()> {
         records += c.acked_records.load(Ordering::Relaxed);
         errors += c.errors.load(Ordering::Relaxed);
     }
-    println!("topic                 {topic} ({} partitions)", args.partitions);
+    println!(
+        "topic                 {topic} ({} partitions)",
+        args.partitions
+    );
     println!(
         "config                record {} B, {} producer(s), acks={}{}, compression={}, linger {} ms, target {}",
         args.record_size,

@@ -233,7 +233,9 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
         })
         .unwrap_or_default();
     // Group inputs by partition, keeping arrival order.
-    let mut groups: Vec<(Uuid, i32, Vec<(usize, usize)>)> = Vec::new();
+    // (topic, partition, the (request, input) pairs it holds)
+    type Group = (Uuid, i32, Vec<(usize, usize)>);
+    let mut groups: Vec<Group> = Vec::new();
     let mut group_of: std::collections::HashMap<(Uuid, i32), usize> =
         std::collections::HashMap::new();
     for (r, p) in pending.iter().enumerate() {

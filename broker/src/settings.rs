@@ -80,6 +80,29 @@ pub struct Settings {
     pub gc_interval_ms: u64,
 }
 
+/// Every key of [`Settings`] (checked against serde's view by a test).
+pub const KEYS: &[&str] = &[
+    "listen",
+    "advertised_listener",
+    "data_dir",
+    "object_store",
+    "metadata",
+    "node_id",
+    "rack",
+    "flush_interval_ms",
+    "flush_bytes",
+    "max_inflight_bytes",
+    "max_inflight_flushes",
+    "auto_create_topics",
+    "num_partitions",
+    "message_max_bytes",
+    "socket_request_max_bytes",
+    "max_connections",
+    "cache_bytes",
+    "segment_grace_ms",
+    "gc_interval_ms",
+];
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -125,15 +148,21 @@ impl Settings {
                 source,
             })?;
         }
+        // Environment variables that name no setting are ignored with a warning: the
+        // environment holds variables icestream does not own (Kubernetes injects
+        // `ICESTREAM_PORT` for a service named icestream).
         let env: BTreeMap<String, String> = env
             .into_iter()
             .filter_map(|(k, v)| {
-                let key = k.strip_prefix("ICESTREAM_")?;
-                // Not settings: the config file path, test-suite variables.
-                if key == "CONFIG" || key.starts_with("TEST_") {
+                let key = k.strip_prefix("ICESTREAM_")?.to_ascii_lowercase();
+                if key == "config" || key.starts_with("test_") {
                     return None;
                 }
-                Some((key.to_ascii_lowercase(), v))
+                if !KEYS.contains(&key.as_str()) {
+                    tracing::warn!(variable = %k, "environment variable names no setting; ignored");
+                    return None;
+                }
+                Some((key, v))
             })
             .collect();
         for (k, v) in env.iter().chain(overrides.iter().map(|(k, v)| (k, v))) {
@@ -228,6 +257,24 @@ mod tests {
         assert!(err.to_string().contains("flush_byts"), "{err}");
         assert!(Settings::load(None, vec![], &[("num_partitions".into(), "0".into())]).is_err());
         assert!(Settings::load(None, vec![], &[("flush_bytes".into(), "abc".into())]).is_err());
+    }
+
+    #[test]
+    fn keys_list_every_setting() {
+        let full = Settings {
+            advertised_listener: Some("h:1".into()),
+            object_store: Some("memory://".into()),
+            node_id: Some(1),
+            rack: Some("r".into()),
+            flush_interval_ms: Some(1),
+            ..Settings::default()
+        };
+        let table = toml::Table::try_from(full).expect("serialize");
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut expected = KEYS.to_vec();
+        keys.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
     }
 
     #[test]

@@ -156,13 +156,12 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
         ));
     }
     match name {
-        "cleanup.policy" => {
+        "cleanup.policy"
             if !value
                 .split(',')
-                .all(|p| matches!(p.trim(), "delete" | "compact"))
-            {
-                return Err(format!("invalid cleanup.policy {value:?}"));
-            }
+                .all(|p| matches!(p.trim(), "delete" | "compact")) =>
+        {
+            return Err(format!("invalid cleanup.policy {value:?}"));
         }
         "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
             return Err(format!("invalid message.timestamp.type {value:?}"));

@@ -9,8 +9,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -92,7 +91,8 @@ fn records(values: &[&str]) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // One batch for all records: the encoder splits when offset - sequence changes.
+            sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
@@ -178,7 +178,11 @@ async fn pipelined_produce_keeps_order_and_fetch_serves_patched_batches() {
     for i in 0..10 {
         let values = [format!("a{i}"), format!("b{i}"), format!("c{i}")];
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        correlations.push(client.send(ApiKey::Produce, 9, &produce("wire", &refs)).await);
+        correlations.push(
+            client
+                .send(ApiKey::Produce, 9, &produce("wire", &refs))
+                .await,
+        );
     }
     for (i, c) in correlations.into_iter().enumerate() {
         let resp: ProduceResponse = client.recv(ApiKey::Produce, 9, c).await;
@@ -220,7 +224,9 @@ async fn oversize_frame_closes_only_that_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&dir).await;
     let mut bad = TcpStream::connect(server.addr).await.expect("connect");
-    bad.write_all(&(2_000_000i32).to_be_bytes()).await.expect("write");
+    bad.write_all(&(2_000_000i32).to_be_bytes())
+        .await
+        .expect("write");
     let mut buf = [0u8; 1];
     assert_eq!(bad.read(&mut buf).await.expect("eof"), 0);
     let mut good = Client::connect(&server).await;

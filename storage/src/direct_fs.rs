@@ -68,7 +68,10 @@ fn write_staged(
     let len = payload.content_length();
     if direct {
         let mut options = OpenOptions::new();
-        options.write(true).create_new(true).custom_flags(libc::O_DIRECT);
+        options
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT);
         match options.open(staging) {
             Ok(mut file) => {
                 let padded = len.div_ceil(ALIGN).max(1) * ALIGN;
@@ -107,8 +110,8 @@ impl ObjectStore for DirectFs {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        let plain = opts.attributes.is_empty()
-            && matches!(opts.mode, PutMode::Create | PutMode::Overwrite);
+        let plain =
+            opts.attributes.is_empty() && matches!(opts.mode, PutMode::Create | PutMode::Overwrite);
         if !plain {
             return self.inner.put_opts(location, payload, opts).await;
         }
@@ -239,7 +242,13 @@ mod tests {
             .put_opts(&path, payload.clone(), opts.clone())
             .await
             .expect("put");
-        let read = store.get(&path).await.expect("get").bytes().await.expect("bytes");
+        let read = store
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
         assert_eq!(read.as_ref(), data.as_slice());
         assert!(matches!(
             store.put_opts(&path, payload, opts).await,

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def icestream_bin() -> str:
-    explicit = os.environ.get("ICESTREAM_BIN")
+    explicit = os.environ.get("ICESTREAM_TEST_BIN")
     if explicit:
         return explicit
     target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))

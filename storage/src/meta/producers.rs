@@ -155,7 +155,7 @@ impl MetaStore {
                         }
                         None => match current {
                             Some((pid, epoch))
-                                if pid >= 0 && epoch >= 0 && epoch < i16::MAX - 1 =>
+                                if pid >= 0 && (0..i16::MAX - 1).contains(&epoch) =>
                             {
                                 Ok((pid, epoch + 1))
                             }

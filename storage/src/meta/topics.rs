@@ -28,7 +28,7 @@ async fn load_topic_by_id(tx: &mut dyn KvTxn, id: Uuid) -> Result<Option<TopicMe
 }
 
 fn check_partitions(partitions: i32) -> Result<()> {
-    if partitions < 1 || partitions > MAX_PARTITIONS {
+    if !(1..=MAX_PARTITIONS).contains(&partitions) {
         return Err(MetaError::InvalidPartitions(format!(
             "{partitions} is not between 1 and {MAX_PARTITIONS}"
         )));
