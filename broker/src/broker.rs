@@ -60,6 +60,7 @@ pub struct Broker {
 /// Background tasks to wait for at shutdown.
 pub struct Tasks {
     pub appender: JoinHandle<()>,
+    pub compactor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -96,8 +97,31 @@ impl Broker {
             objects.clone(),
             meta.clone(),
             log.clone(),
-            shutdown,
+            shutdown.clone(),
         );
+        let compactor = if settings.compaction {
+            let listener: Arc<dyn icestream_compactor::SwapListener> = log.clone();
+            Some(
+                crate::compaction::spawn(
+                    settings.clone(),
+                    meta.clone(),
+                    objects.clone(),
+                    Some(listener),
+                    format!(
+                        "broker-{}-{}",
+                        endpoint.node_id,
+                        uuid::Uuid::new_v4().simple()
+                    ),
+                    shutdown,
+                )
+                .map_err(|source| StartError::DataDir {
+                    path: "compactor thread".into(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         tracing::info!(
             cluster_id = %cluster_id,
             node_id = endpoint.node_id,
@@ -119,6 +143,7 @@ impl Broker {
             broker,
             Tasks {
                 appender: appender_task,
+                compactor,
             },
         ))
     }

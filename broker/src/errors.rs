@@ -42,7 +42,7 @@ pub fn read(e: &ReadError) -> ResponseError {
         ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         ReadError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
         ReadError::Meta(m) => meta_retriable(m),
-        ReadError::Object { .. } => ResponseError::KafkaStorageError,
+        ReadError::Object { .. } | ReadError::Table { .. } => ResponseError::KafkaStorageError,
         ReadError::Corrupt(_) => ResponseError::CorruptMessage,
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod appender;
 pub mod broker;
 mod cache;
+pub mod compaction;
 pub mod connection;
 pub mod errors;
 pub mod gc;

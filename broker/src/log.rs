@@ -49,6 +49,8 @@ pub enum ReadError {
     },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("reading table file {file}: {reason}")]
+    Table { file: String, reason: String },
 }
 
 /// One partition's read state.
@@ -103,6 +105,8 @@ pub struct Log {
     objects: Objects,
     partitions: DashMap<(Uuid, i32), Arc<PartitionLog>>,
     data: ByteCache<(Uuid, u64)>,
+    /// Rows per table read when nothing better is known.
+    table_read_rows: usize,
     commits: watch::Sender<u64>,
 }
 
@@ -113,6 +117,7 @@ impl Log {
             objects,
             partitions: DashMap::new(),
             data: ByteCache::new(cache_bytes),
+            table_read_rows: 4096,
             commits: watch::Sender::new(0),
         }
     }
@@ -166,7 +171,10 @@ impl Log {
                 segment,
                 position,
                 length,
-            } = entry.location;
+            } = entry.location
+            else {
+                continue;
+            };
             let end = position + u64::from(length);
             let mut buf = BytesMut::with_capacity(length as usize);
             for (p, bytes) in batch_data {
@@ -213,13 +221,14 @@ impl Log {
         Ok(found)
     }
 
-    /// The batches of an index entry, base offsets patched.
-    pub async fn entry_data(&self, entry: &IndexEntry) -> Result<Bytes, ReadError> {
-        let Location::Wal {
-            segment,
-            position,
-            length,
-        } = entry.location;
+    /// The batches of a WAL index entry, base offsets patched.
+    async fn wal_data(
+        &self,
+        entry: &IndexEntry,
+        segment: Uuid,
+        position: u64,
+        length: u32,
+    ) -> Result<Bytes, ReadError> {
         if let Some(b) = self.data.get(&(segment, position)) {
             return Ok(b);
         }
@@ -248,6 +257,95 @@ impl Log {
         let bytes = buf.freeze();
         self.data.insert((segment, position), bytes.clone());
         Ok(bytes)
+    }
+
+    /// Batches holding offsets `from..` of `entry` (at least `from`'s), and the offset after
+    /// the last one they cover. WAL entries come whole from the segment; table entries are
+    /// rebuilt from the Parquet rows (only the row groups needed, about `max_bytes` worth).
+    pub async fn entry_data(
+        &self,
+        entry: &IndexEntry,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, i64), ReadError> {
+        match &entry.location {
+            Location::Wal {
+                segment,
+                position,
+                length,
+            } => Ok((
+                self.wal_data(entry, *segment, *position, *length).await?,
+                entry.next_offset(),
+            )),
+            Location::Table { file, rows, bytes } => {
+                let per_row = if *rows > 0 {
+                    (*bytes / u64::from(*rows)).max(1)
+                } else {
+                    1
+                };
+                let want = ((max_bytes as u64 / per_row) as i64)
+                    .clamp(1, self.table_read_rows as i64 * 16);
+                let to = entry.last_offset.min(from.saturating_add(want - 1));
+                let path = self.objects.path_of_url(file).ok_or_else(|| {
+                    ReadError::Corrupt(format!("{file} is outside the object store"))
+                })?;
+                let rows = icestream_catalog::reader::read_rows(
+                    self.objects.store.clone(),
+                    path,
+                    from,
+                    to,
+                )
+                .await
+                .map_err(|e| ReadError::Table {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                })?;
+                let data = icestream_storage::records::encode_batches(&rows)
+                    .map_err(|e| ReadError::Corrupt(format!("re-encoding rows of {file}: {e}")))?;
+                Ok((data, to + 1))
+            }
+        }
+    }
+
+    /// Replaces the window's WAL entries covered by a compaction swap with the new table
+    /// entries.
+    pub fn on_swap(&self, topic_id: Uuid, partition: i32, entries: &[IndexEntry]) {
+        let Some(p) = self.partitions.get(&(topic_id, partition)) else {
+            return;
+        };
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let mut window = p.lock_entries();
+        let covered: Vec<i64> = window
+            .range(first.base_offset..=last.last_offset)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in covered {
+            window.remove(&k);
+        }
+        for e in entries {
+            window.insert(e.last_offset, e.clone());
+        }
+    }
+
+    /// Moves a partition's log start forward (retention) and forgets entries before it.
+    pub fn on_trim(&self, topic_id: Uuid, partition: i32, log_start: i64) {
+        if let Some(p) = self.partitions.get(&(topic_id, partition)) {
+            p.log_start.fetch_max(log_start, Ordering::AcqRel);
+            let mut window = p.lock_entries();
+            let gone: Vec<i64> = window.range(..log_start).map(|(k, _)| *k).collect();
+            for k in gone {
+                window.remove(&k);
+            }
+        }
+    }
+
+    /// Drops a partition's cached index entries (they may point at deleted segments).
+    fn forget_window(&self, topic_id: Uuid, partition: i32) {
+        if let Some(p) = self.partitions.get(&(topic_id, partition)) {
+            p.lock_entries().clear();
+        }
     }
 
     /// Reads whole batches from `offset` on, up to `max_bytes` (the first batch is always
@@ -279,12 +377,25 @@ impl Log {
             log_start,
         };
         let mut next = offset;
+        let mut retried = false;
         'entries: while next < high_watermark {
             let Some(entry) = self.entry_for(topic_id, partition, &plog, next).await? else {
                 tracing::warn!(%topic_id, partition, offset = next, "no index entry for offset");
                 break;
             };
-            let data = self.entry_data(&entry).await?;
+            let want = max_bytes.saturating_sub(result.bytes).max(1);
+            let (data, after) = match self.entry_data(&entry, next, want).await {
+                Err(ReadError::Object {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) if !retried => {
+                    // The segment was compacted and collected since the entry was cached.
+                    retried = true;
+                    self.forget_window(topic_id, partition);
+                    continue;
+                }
+                other => other?,
+            };
             for item in batches(&data) {
                 let (header, batch) =
                     item.map_err(|e| ReadError::Corrupt(format!("batch in index entry: {e}")))?;
@@ -300,7 +411,7 @@ impl Log {
                     break 'entries;
                 }
             }
-            next = entry.next_offset();
+            next = after;
         }
         Ok(result)
     }
@@ -380,19 +491,26 @@ impl Log {
         entry: &IndexEntry,
         hit: impl Fn(i64) -> bool,
     ) -> Result<Option<(i64, i64)>, ReadError> {
-        let data = self.entry_data(entry).await?;
-        for item in batches(&data) {
-            let (header, batch): (BatchHeader, Bytes) =
-                item.map_err(|e| ReadError::Corrupt(e.to_string()))?;
-            if !hit(header.max_timestamp) || header.is_control() {
-                continue;
+        let mut from = entry.base_offset;
+        loop {
+            let (data, after) = self.entry_data(entry, from, 8 << 20).await?;
+            for item in batches(&data) {
+                let (header, batch): (BatchHeader, Bytes) =
+                    item.map_err(|e| ReadError::Corrupt(e.to_string()))?;
+                if !hit(header.max_timestamp) || header.is_control() {
+                    continue;
+                }
+                let mut buf = batch.clone();
+                let set = RecordBatchDecoder::decode(&mut buf)
+                    .map_err(|e| ReadError::Corrupt(format!("decoding batch: {e}")))?;
+                if let Some(r) = set.records.iter().find(|r| hit(r.timestamp)) {
+                    return Ok(Some((r.offset, r.timestamp)));
+                }
             }
-            let mut buf = batch.clone();
-            let set = RecordBatchDecoder::decode(&mut buf)
-                .map_err(|e| ReadError::Corrupt(format!("decoding batch: {e}")))?;
-            if let Some(r) = set.records.iter().find(|r| hit(r.timestamp)) {
-                return Ok(Some((r.offset, r.timestamp)));
+            if after > entry.last_offset {
+                break;
             }
+            from = after;
         }
         Ok(None)
     }

@@ -46,6 +46,9 @@ struct SettingsArgs {
 enum Command {
     /// Run a broker.
     Serve(SettingsArgs),
+    /// Run only the compactor (fold WAL segments into the topic tables), e.g. on its own
+    /// machine next to brokers started with `--set compaction=false`.
+    Compactor(SettingsArgs),
     /// Print the effective settings (after file, environment and flags) as TOML.
     Settings(SettingsArgs),
 }
@@ -94,6 +97,13 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&settings)?);
             Ok(())
         }
+        Command::Compactor(args) => {
+            let settings = args.load()?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(compactor(settings))
+        }
         Command::Serve(args) => {
             let settings = args.load()?;
             tokio::runtime::Builder::new_multi_thread()
@@ -112,6 +122,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         _ = stopped.cancelled() => {}
     }
     server.shutdown().await;
+    Ok(())
+}
+
+async fn compactor(settings: Settings) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let kv = icestream_storage::kv::open(&settings.metadata, &settings.data_dir).await?;
+    let meta = icestream_storage::MetaStore::new(kv, Arc::new(icestream_storage::SystemClock));
+    let objects = icestream_storage::Objects::open(&settings.object_store_url())?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let holder = format!("compactor-{}", uuid::Uuid::new_v4().simple());
+    let task = tokio::spawn(icestream::compaction::run(
+        settings,
+        meta,
+        objects,
+        None,
+        holder,
+        shutdown.clone(),
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    task.await?;
     Ok(())
 }
 

@@ -78,6 +78,27 @@ pub struct Settings {
     pub segment_grace_ms: u64,
     /// How often the garbage collector runs.
     pub gc_interval_ms: u64,
+
+    /// Iceberg catalog URL: `sqlite://PATH` (default `sqlite://DATA_DIR/catalog.db`),
+    /// `postgres://…`, or a REST catalog `http(s)://…`.
+    pub catalog: Option<String>,
+    /// Where table files go (default: `warehouse/` in the object store).
+    pub warehouse: Option<String>,
+    /// Catalog namespace of the topic tables.
+    pub table_namespace: String,
+    /// Run the compactor inside `serve`.
+    pub compaction: bool,
+    /// Time between compaction rounds: bounds how stale the tables are.
+    pub compaction_interval_ms: u64,
+    /// WAL bytes folded into one round at most.
+    pub compaction_max_bytes: usize,
+    /// Data files roll over at this size.
+    pub table_file_bytes: usize,
+    /// Snapshots older than this expire (the newest `keep_snapshots` always stay).
+    pub snapshot_retention_ms: u64,
+    pub keep_snapshots: usize,
+    /// Default `retention.ms` of topics (Kafka's `log.retention.ms`); -1 keeps forever.
+    pub log_retention_ms: i64,
 }
 
 /// Every key of [`Settings`] (checked against serde's view by a test).
@@ -101,6 +122,16 @@ pub const KEYS: &[&str] = &[
     "cache_bytes",
     "segment_grace_ms",
     "gc_interval_ms",
+    "catalog",
+    "warehouse",
+    "table_namespace",
+    "compaction",
+    "compaction_interval_ms",
+    "compaction_max_bytes",
+    "table_file_bytes",
+    "snapshot_retention_ms",
+    "keep_snapshots",
+    "log_retention_ms",
 ];
 
 impl Default for Settings {
@@ -125,6 +156,16 @@ impl Default for Settings {
             cache_bytes: 512 * 1024 * 1024,
             segment_grace_ms: 10 * 60 * 1000,
             gc_interval_ms: 60 * 1000,
+            catalog: None,
+            warehouse: None,
+            table_namespace: "kafka".into(),
+            compaction: true,
+            compaction_interval_ms: 2000,
+            compaction_max_bytes: 256 * 1024 * 1024,
+            table_file_bytes: 128 * 1024 * 1024,
+            snapshot_retention_ms: 60 * 60 * 1000,
+            keep_snapshots: 10,
+            log_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -192,6 +233,12 @@ impl Settings {
         if self.segment_grace_ms < 10_000 {
             return bad("segment_grace_ms must be at least 10000");
         }
+        if self.compaction_interval_ms < 100 {
+            return bad("compaction_interval_ms must be at least 100");
+        }
+        if self.table_namespace.is_empty() {
+            return bad("table_namespace must not be empty");
+        }
         Ok(())
     }
 
@@ -199,6 +246,12 @@ impl Settings {
         self.object_store
             .clone()
             .unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+    }
+
+    pub fn catalog_url(&self) -> String {
+        self.catalog
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("catalog.db").display()))
     }
 
     pub fn flush_interval(&self, kind: StoreKind) -> std::time::Duration {
@@ -267,6 +320,8 @@ mod tests {
             node_id: Some(1),
             rack: Some("r".into()),
             flush_interval_ms: Some(1),
+            catalog: Some("sqlite://x".into()),
+            warehouse: Some("file:///w".into()),
             ..Settings::default()
         };
         let table = toml::Table::try_from(full).expect("serialize");

@@ -1,1 +1,255 @@
-//! stub
+//! The compactor: folds WAL segments into Parquet files committed as Iceberg snapshots
+//! (see [`round`]), swaps the offset index over to them, expires old snapshots, and
+//! applies topic retention. It runs inside `icestream serve` or standalone; a per-topic
+//! lease in the metadata store keeps two compactors off the same topic.
+
+mod arrow;
+pub mod round;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iceberg::Catalog;
+use icestream_catalog::table::{committed_offsets, table_ident};
+use icestream_catalog::CatalogError;
+use icestream_storage::meta::{IndexEntry, TopicMeta};
+use icestream_storage::{MetaError, MetaStore, Objects};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use round::{RoundContext, RoundReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("object store: {0}")]
+    Objects(#[from] object_store::Error),
+    #[error("table schema: {0}")]
+    Schema(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Compactor settings.
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    /// Time between rounds; bounds how stale the table is.
+    pub interval: Duration,
+    /// Catalog namespace of the topic tables.
+    pub namespace: String,
+    /// Largest amount of WAL data folded into one round (bytes).
+    pub max_round_bytes: usize,
+    /// Data files roll over at this size.
+    pub target_file_bytes: usize,
+    /// Rows per Parquet row group (the unit consumers' reads of compacted offsets fetch).
+    pub row_group_rows: usize,
+    /// This compactor's name in leases.
+    pub holder: String,
+    /// Snapshots older than this are expired (the newest `keep_snapshots` always stay).
+    pub snapshot_retention: Duration,
+    pub keep_snapshots: usize,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            namespace: "kafka".into(),
+            max_round_bytes: 256 * 1024 * 1024,
+            target_file_bytes: 128 * 1024 * 1024,
+            row_group_rows: 16 * 1024,
+            holder: format!("compactor-{}", Uuid::new_v4().simple()),
+            snapshot_retention: Duration::from_secs(3600),
+            keep_snapshots: 10,
+        }
+    }
+}
+
+/// Told about index swaps, so readers drop cached WAL locations.
+pub trait SwapListener: Send + Sync {
+    fn on_swap(&self, topic_id: Uuid, partition: i32, entries: &[IndexEntry]);
+    /// The log start of a partition moved (retention).
+    fn on_trim(&self, topic_id: Uuid, partition: i32, log_start: i64);
+}
+
+/// Crash points for tests: when `ICESTREAM_TEST_FAILPOINT` names this point, the process
+/// aborts here, as a `kill -9` would stop it.
+pub fn failpoint(name: &str) {
+    if std::env::var("ICESTREAM_TEST_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+pub struct Compactor {
+    pub meta: MetaStore,
+    pub objects: Objects,
+    pub catalog: Arc<dyn Catalog>,
+    pub config: CompactorConfig,
+    pub listener: Option<Arc<dyn SwapListener>>,
+}
+
+impl Compactor {
+    fn context(&self) -> RoundContext<'_> {
+        RoundContext {
+            meta: &self.meta,
+            objects: &self.objects,
+            catalog: &self.catalog,
+            config: &self.config,
+            listener: self.listener.as_ref(),
+        }
+    }
+
+    fn lease_name(topic: &TopicMeta) -> String {
+        format!("compact/{}", topic.id)
+    }
+
+    /// One round over every topic whose lease this compactor holds or can take.
+    pub async fn compact_all(&self) -> Result<Vec<(String, RoundReport)>, CompactError> {
+        let ttl = (self.config.interval * 3 + Duration::from_secs(30)).as_millis() as i64;
+        let mut reports = Vec::new();
+        for topic in self.meta.topics().await? {
+            if !self
+                .meta
+                .acquire_lease(&Self::lease_name(&topic), &self.config.holder, ttl)
+                .await?
+            {
+                continue;
+            }
+            match self.context().run(&topic).await {
+                Ok(r) => reports.push((topic.name.clone(), r)),
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, error = %e, "compaction round failed")
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Expires old snapshots of every topic table this compactor holds.
+    pub async fn expire_snapshots(&self) -> Result<(), CompactError> {
+        let now = self.meta.now_ms();
+        let older_than = now - self.config.snapshot_retention.as_millis() as i64;
+        for topic in self.meta.topics().await? {
+            let ident = table_ident(&self.config.namespace, &topic.name)?;
+            if !self.catalog.table_exists(&ident).await? {
+                continue;
+            }
+            let table = self.catalog.load_table(&ident).await?;
+            let expirable = table
+                .metadata()
+                .snapshots()
+                .filter(|s| s.timestamp_ms() < older_than)
+                .count();
+            let total = table.metadata().snapshots().count();
+            if expirable == 0 || total <= self.config.keep_snapshots {
+                continue;
+            }
+            if let Err(e) = icestream_catalog::commit::expire_snapshots(
+                &self.catalog,
+                &table,
+                older_than,
+                self.config.keep_snapshots,
+            )
+            .await
+            {
+                tracing::debug!(topic = %topic.name, error = %e, "snapshot expiry deferred");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `retention.ms` / `retention.bytes` of every topic: the log start moves past
+    /// expired entries, but never past what the table holds (rows are not lost to
+    /// retention before they are in the table).
+    pub async fn apply_retention(&self, broker_retention_ms: i64) -> Result<(), CompactError> {
+        let now = self.meta.now_ms();
+        for topic in self.meta.topics().await? {
+            let retention_ms = topic
+                .configs
+                .get("retention.ms")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(broker_retention_ms);
+            let retention_bytes = topic
+                .configs
+                .get("retention.bytes")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(-1);
+            if retention_ms < 0 && retention_bytes < 0 {
+                continue;
+            }
+            let ident = table_ident(&self.config.namespace, &topic.name)?;
+            let committed = if self.catalog.table_exists(&ident).await? {
+                committed_offsets(&self.catalog.load_table(&ident).await?)?
+            } else {
+                Default::default()
+            };
+            for p in 0..topic.partitions {
+                let Some(state) = self.meta.partition_state(topic.id, p).await? else {
+                    continue;
+                };
+                let limit = committed.get(&p).copied().unwrap_or(0);
+                let mut new_start = state.log_start_offset;
+                let mut size = state.size_bytes as i64;
+                let mut from = state.log_start_offset;
+                'scan: loop {
+                    let page = self.meta.index_entries(topic.id, p, from, 256).await?;
+                    let Some(last) = page.last() else { break };
+                    from = last.next_offset();
+                    for e in &page {
+                        let too_old = retention_ms >= 0 && e.max_timestamp < now - retention_ms;
+                        let too_big = retention_bytes >= 0 && size > retention_bytes;
+                        if !(too_old || too_big) || e.next_offset() > limit {
+                            break 'scan;
+                        }
+                        new_start = e.next_offset();
+                        size -= e.size_bytes() as i64;
+                    }
+                }
+                if new_start > state.log_start_offset {
+                    tracing::info!(topic = %topic.name, partition = p, log_start = new_start, "retention.trim");
+                    if let Some(state) = self.meta.trim_log(topic.id, p, new_start).await? {
+                        if let Some(l) = &self.listener {
+                            l.on_trim(topic.id, p, state.log_start_offset);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs rounds every `interval` until `shutdown`, finishing the round in progress.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, broker_retention_ms: i64) {
+        let mut rounds: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            match self.compact_all().await {
+                Ok(reports) => {
+                    for (topic, r) in reports.iter().filter(|(_, r)| r.rows > 0) {
+                        tracing::debug!(topic = %topic, rows = r.rows, bytes = r.bytes, files = r.files, "compaction.round");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "compaction pass failed"),
+            }
+            rounds += 1;
+            if rounds % 30 == 0 {
+                if let Err(e) = self.apply_retention(broker_retention_ms).await {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+                if let Err(e) = self.expire_snapshots().await {
+                    tracing::warn!(error = %e, "snapshot expiry failed");
+                }
+            }
+        }
+        let _ = self;
+    }
+}

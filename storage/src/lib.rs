@@ -8,6 +8,7 @@ pub mod direct_fs;
 pub mod kv;
 pub mod meta;
 pub mod objects;
+pub mod records;
 pub mod segment;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -55,6 +55,9 @@ pub struct Objects {
     pub display_url: String,
     /// For local stores, the directory (engines read table files from it directly).
     pub local_root: Option<PathBuf>,
+    /// URL of the store's root, under which object paths are appended: `file:///DIR`,
+    /// `s3://BUCKET`, `memory://`. Table files are named by these URLs for engines.
+    pub root_url: String,
 }
 
 impl Objects {
@@ -96,6 +99,7 @@ impl Objects {
             .with_automatic_cleanup(true);
         let store = DirectFs::new(local, dir.clone());
         let mut objects = Self::wrap(Arc::new(store), StoreKind::Local, url);
+        objects.root_url = format!("file://{}", dir.display());
         objects.local_root = Some(dir);
         Ok(objects)
     }
@@ -108,6 +112,7 @@ impl Objects {
             kind,
             display_url: url.to_string(),
             local_root: None,
+            root_url: "memory://".into(),
         }
     }
 
@@ -164,6 +169,7 @@ impl Objects {
             kind: StoreKind::S3,
             display_url: display,
             local_root: None,
+            root_url: format!("s3://{bucket}"),
         })
     }
 
@@ -174,6 +180,20 @@ impl Objects {
         } else {
             Path::from(format!("{}/{}", self.prefix.as_ref(), key))
         }
+    }
+}
+
+impl Objects {
+    /// The URL of `key` (relative to the prefix), as engines and table metadata name it.
+    pub fn url(&self, key: &str) -> String {
+        format!("{}/{}", self.root_url.trim_end_matches('/'), self.path(key))
+    }
+
+    /// The object path a URL names, if it is inside this store.
+    pub fn path_of_url(&self, url: &str) -> Option<Path> {
+        let root = self.root_url.trim_end_matches('/');
+        let rest = url.strip_prefix(root)?.strip_prefix('/')?;
+        Path::parse(rest).ok()
     }
 }
 
@@ -223,6 +243,22 @@ mod tests {
         assert_eq!(s3.kind, StoreKind::S3);
         assert_eq!(s3.path("wal/x.seg").as_ref(), "some/prefix/wal/x.seg");
         assert!(!s3.display_url.contains("secret"));
+        assert_eq!(
+            s3.url("warehouse/t/x.parquet"),
+            "s3://bucket/some/prefix/warehouse/t/x.parquet"
+        );
+        assert_eq!(
+            s3.path_of_url("s3://bucket/some/prefix/a/b")
+                .map(|p| p.to_string()),
+            Some("some/prefix/a/b".to_string())
+        );
+        assert!(s3.path_of_url("s3://other/a").is_none());
+        let u = local.url("warehouse/x");
+        assert!(u.starts_with("file:///"), "{u}");
+        assert_eq!(
+            local.path_of_url(&u).map(|p| p.to_string()),
+            Some("warehouse/x".into())
+        );
         assert!(Objects::open("gs://bucket").is_err());
         assert!(Objects::open("s3://bucket?no_such_option=1").is_err());
     }

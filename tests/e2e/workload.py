@@ -6,7 +6,8 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-BASE_TS = 1_700_000_000_000
+# Recent enough that the default retention (7 days) keeps the records.
+BASE_TS = (int(time.time()) - 3600) * 1000
 
 
 def make_records(n, partitions, seed=1, max_value=512):

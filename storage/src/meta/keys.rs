@@ -12,6 +12,8 @@
 //! | `s` | segment id                            | segment record                 |
 //! | `c` | counter name                          | i64                            |
 //! | `z` | transactional id                      | producer id and epoch          |
+//! | `l` | lease name                            | lease holder and expiry (JSON) |
+//! | `k` | topic id                              | compaction round intent (JSON) |
 
 use uuid::Uuid;
 

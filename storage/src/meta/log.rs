@@ -350,10 +350,15 @@ fn index_runs(segment: Uuid, accepted: &[(&AppendBatch, i64)]) -> Vec<IndexEntry
     for (batch, offset) in accepted {
         let last_offset = offset + i64::from(batch.offset_span) - 1;
         if let Some(e) = entries.last_mut() {
-            let Location::Wal {
+            if let Location::Wal {
                 position, length, ..
-            } = &mut e.location;
-            if *position + u64::from(*length) == batch.position && e.last_offset + 1 == *offset {
+            } = &mut e.location
+            {
+                if *position + u64::from(*length) != batch.position || e.last_offset + 1 != *offset
+                {
+                    entries.push(new_entry(segment, batch, *offset, last_offset));
+                    continue;
+                }
                 *length += batch.length;
                 e.last_offset = last_offset;
                 e.batch_count += 1;
@@ -361,17 +366,21 @@ fn index_runs(segment: Uuid, accepted: &[(&AppendBatch, i64)]) -> Vec<IndexEntry
                 continue;
             }
         }
-        entries.push(IndexEntry {
-            base_offset: *offset,
-            last_offset,
-            location: Location::Wal {
-                segment,
-                position: batch.position,
-                length: batch.length,
-            },
-            batch_count: 1,
-            max_timestamp: batch.max_timestamp,
-        });
+        entries.push(new_entry(segment, batch, *offset, last_offset));
     }
     entries
+}
+
+fn new_entry(segment: Uuid, batch: &AppendBatch, offset: i64, last_offset: i64) -> IndexEntry {
+    IndexEntry {
+        base_offset: offset,
+        last_offset,
+        location: Location::Wal {
+            segment,
+            position: batch.position,
+            length: batch.length,
+        },
+        batch_count: 1,
+        max_timestamp: batch.max_timestamp,
+    }
 }

@@ -7,6 +7,7 @@
 //! outcome are written to be idempotent (see [`MetaStore::commit_segment`]).
 
 mod cluster;
+mod compaction;
 mod keys;
 mod log;
 mod producers;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
+pub use compaction::{RoundFile, RoundIntent};
 pub use log::{
     AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
     UnitOutcome,

@@ -27,8 +27,9 @@ pub(crate) async fn release_entries(
 ) -> Result<()> {
     let mut released: HashMap<Uuid, u32> = HashMap::new();
     for e in entries {
-        let Location::Wal { segment, .. } = &e.location;
-        *released.entry(*segment).or_default() += 1;
+        if let Location::Wal { segment, .. } = &e.location {
+            *released.entry(*segment).or_default() += 1;
+        }
     }
     let ids: Vec<Uuid> = released.keys().copied().collect();
     let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::segment(*id)).collect();

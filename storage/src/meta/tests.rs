@@ -235,7 +235,9 @@ async fn idempotent_producers() {
         .entries
         .iter()
         .map(|e| {
-            let Location::Wal { position, .. } = e.location;
+            let Location::Wal { position, .. } = e.location else {
+                panic!("a fresh entry points at the WAL");
+            };
             (position, e.base_offset)
         })
         .collect();
@@ -351,4 +353,131 @@ async fn cluster_id_is_stable() {
     let (_d, meta, _) = store();
     let a = meta.cluster_id().await.expect("id");
     assert_eq!(meta.cluster_id().await.expect("id"), a);
+}
+
+#[tokio::test]
+async fn leases_exclude_other_holders_until_expiry() {
+    let (_d, meta, clock) = store();
+    assert!(meta
+        .acquire_lease("compact/t", "a", 1000)
+        .await
+        .expect("lease"));
+    assert!(!meta
+        .acquire_lease("compact/t", "b", 1000)
+        .await
+        .expect("lease"));
+    assert!(meta
+        .acquire_lease("compact/t", "a", 1000)
+        .await
+        .expect("renew"));
+    clock.advance(1001);
+    assert!(meta
+        .acquire_lease("compact/t", "b", 1000)
+        .await
+        .expect("expired"));
+    meta.release_lease("compact/t", "b").await.expect("release");
+    assert!(meta
+        .acquire_lease("compact/t", "a", 1000)
+        .await
+        .expect("free"));
+}
+
+#[tokio::test]
+async fn swap_replaces_wal_entries_and_releases_segments() {
+    let (_d, meta, clock) = store();
+    let t = meta
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let mut segments = Vec::new();
+    for _ in 0..3 {
+        let seg = segment(vec![PartitionAppend {
+            topic_id: t.id,
+            partition: 0,
+            units: vec![unit(vec![batch(16, 10, None)])],
+        }]);
+        segments.push(seg.segment);
+        meta.commit_segment(Arc::new(seg), 60_000)
+            .await
+            .expect("commit");
+    }
+    let files = vec![
+        RoundFile {
+            partition: 0,
+            file: "file:///w/a.parquet".into(),
+            first_offset: 0,
+            last_offset: 14,
+            rows: 15,
+            max_timestamp: NOW,
+        },
+        RoundFile {
+            partition: 0,
+            file: "file:///w/b.parquet".into(),
+            first_offset: 15,
+            last_offset: 19,
+            rows: 5,
+            max_timestamp: NOW,
+        },
+    ];
+    let intent = RoundIntent {
+        v: 1,
+        commit_id: "c1".into(),
+        files: files.clone(),
+    };
+    meta.set_round_intent(t.id, &intent).await.expect("intent");
+    assert_eq!(meta.round_intent(t.id).await.expect("read"), Some(intent));
+    let created = meta.swap_to_table(t.id, &files).await.expect("swap");
+    assert_eq!(created.len(), 2);
+    assert_eq!(meta.round_intent(t.id).await.expect("read"), None);
+    // Idempotent.
+    assert!(meta
+        .swap_to_table(t.id, &files)
+        .await
+        .expect("again")
+        .is_empty());
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    let shape: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.base_offset,
+                e.last_offset,
+                matches!(e.location, Location::Table { .. }),
+            )
+        })
+        .collect();
+    assert_eq!(shape, vec![(0, 14, true), (15, 19, true), (20, 29, false)]);
+    let state = meta
+        .partition_state(t.id, 0)
+        .await
+        .expect("state")
+        .expect("exists");
+    assert_eq!(
+        state.size_bytes, 300,
+        "sizes carried over to the table entries"
+    );
+    let records = meta.segments_known(&segments).await.expect("known");
+    assert_eq!(records, vec![true, true, true]);
+    clock.advance(5);
+    let gc = meta.unreferenced_segments(NOW + 5).await.expect("gc");
+    let released: Vec<_> = gc.iter().map(|c| c.segment).collect();
+    assert_eq!(released, vec![segments[0], segments[1]]);
+
+    // Retention: trimming to 17 drops the entry ending at 14 only.
+    let state = meta
+        .trim_log(t.id, 0, 17)
+        .await
+        .expect("trim")
+        .expect("state");
+    assert_eq!(state.log_start_offset, 17);
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    assert_eq!(entries[0].base_offset, 15);
+    assert!(
+        meta.trim_log(t.id, 0, 1000)
+            .await
+            .expect("trim")
+            .expect("state")
+            .log_start_offset
+            == 30
+    );
 }

@@ -106,6 +106,14 @@ pub enum Location {
         position: u64,
         length: u32,
     },
+    /// Rows of a table data file (Parquet), named by its URL in the object store.
+    Table {
+        file: String,
+        /// Rows of this entry's offsets in the file.
+        rows: u32,
+        /// Bytes the offsets took as record batches in the WAL (for retention by size).
+        bytes: u64,
+    },
 }
 
 /// One entry of the offset index (`x` keys): offsets `base_offset..=last_offset` of a
@@ -122,6 +130,7 @@ pub struct IndexEntry {
 impl IndexEntry {
     const VERSION: u8 = 1;
     const KIND_WAL: u8 = 1;
+    const KIND_TABLE: u8 = 2;
 
     /// Encodes the value; `last_offset` is in the key.
     pub fn encode(&self) -> Vec<u8> {
@@ -140,6 +149,13 @@ impl IndexEntry {
                 b.put_slice(segment.as_bytes());
                 b.put_u64(*position);
                 b.put_u32(*length);
+            }
+            Location::Table { file, rows, bytes } => {
+                b.put_u8(Self::KIND_TABLE);
+                b.put_u32(*rows);
+                b.put_u64(*bytes);
+                b.put_u16(file.len() as u16);
+                b.put_slice(file.as_bytes());
             }
         }
         b
@@ -165,6 +181,20 @@ impl IndexEntry {
                     length: bytes.get_u32(),
                 }
             }
+            Self::KIND_TABLE => {
+                need(bytes, 14, "index entry")?;
+                let rows = bytes.get_u32();
+                let size = bytes.get_u64();
+                let len = bytes.get_u16() as usize;
+                need(bytes, len, "index entry")?;
+                let file = String::from_utf8(bytes[..len].to_vec())
+                    .map_err(|e| corrupt("index entry", e.to_string()))?;
+                Location::Table {
+                    file,
+                    rows,
+                    bytes: size,
+                }
+            }
             kind => return Err(corrupt("index entry", format!("unknown location {kind}"))),
         };
         Ok(Self {
@@ -180,6 +210,7 @@ impl IndexEntry {
     pub fn size_bytes(&self) -> u64 {
         match &self.location {
             Location::Wal { length, .. } => u64::from(*length),
+            Location::Table { bytes, .. } => *bytes,
         }
     }
 
@@ -413,5 +444,20 @@ mod tests {
             unreferenced_ms: -1,
         };
         assert_eq!(SegmentRecord::decode(&seg.encode()).expect("decode"), seg);
+        let table = IndexEntry {
+            base_offset: 5,
+            last_offset: 9,
+            location: Location::Table {
+                file: "s3://b/warehouse/kafka/t/data/partition=0/x.parquet".into(),
+                rows: 5,
+                bytes: 700,
+            },
+            batch_count: 1,
+            max_timestamp: 3,
+        };
+        assert_eq!(
+            IndexEntry::decode(9, &table.encode()).expect("decode"),
+            table
+        );
     }
 }

@@ -1,0 +1,102 @@
+//! Runs the compactor on its own thread and runtime, so Parquet encoding never competes
+//! with client connections for the broker's async workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use icestream_catalog::connect;
+use icestream_compactor::{Compactor, CompactorConfig, SwapListener};
+use icestream_storage::meta::IndexEntry;
+use icestream_storage::{MetaStore, Objects};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::log::Log;
+use crate::settings::Settings;
+
+impl SwapListener for Log {
+    fn on_swap(&self, topic_id: Uuid, partition: i32, entries: &[IndexEntry]) {
+        Log::on_swap(self, topic_id, partition, entries);
+    }
+
+    fn on_trim(&self, topic_id: Uuid, partition: i32, log_start: i64) {
+        Log::on_trim(self, topic_id, partition, log_start);
+    }
+}
+
+pub fn config(settings: &Settings, holder: String) -> CompactorConfig {
+    CompactorConfig {
+        interval: Duration::from_millis(settings.compaction_interval_ms),
+        namespace: settings.table_namespace.clone(),
+        max_round_bytes: settings.compaction_max_bytes,
+        target_file_bytes: settings.table_file_bytes,
+        holder,
+        snapshot_retention: Duration::from_millis(settings.snapshot_retention_ms),
+        keep_snapshots: settings.keep_snapshots,
+        ..CompactorConfig::default()
+    }
+}
+
+/// Opens the catalog (retrying until it answers or `shutdown`) and runs rounds until
+/// `shutdown`.
+pub async fn run(
+    settings: Settings,
+    meta: MetaStore,
+    objects: Objects,
+    listener: Option<Arc<dyn SwapListener>>,
+    holder: String,
+    shutdown: CancellationToken,
+) {
+    let url = settings.catalog_url();
+    let warehouse = settings
+        .warehouse
+        .clone()
+        .unwrap_or_else(|| objects.url("warehouse"));
+    let catalog = loop {
+        match connect::open(&url, &warehouse, &objects).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(catalog = %url, error = %e, "cannot open the catalog; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    };
+    tracing::info!(catalog = %url, %warehouse, namespace = %settings.table_namespace, "compactor.start");
+    let compactor = Arc::new(Compactor {
+        meta,
+        objects,
+        catalog,
+        config: config(&settings, holder),
+        listener,
+    });
+    compactor.run(shutdown, settings.log_retention_ms).await;
+}
+
+/// Starts [`run`] on a dedicated thread with its own runtime.
+pub fn spawn(
+    settings: Settings,
+    meta: MetaStore,
+    objects: Objects,
+    listener: Option<Arc<dyn SwapListener>>,
+    holder: String,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("icestream-compactor".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the compactor runtime");
+                    return;
+                }
+            };
+            runtime.block_on(run(settings, meta, objects, listener, holder, shutdown));
+        })
+}

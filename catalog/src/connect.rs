@@ -1,0 +1,78 @@
+//! Catalog connections, chosen by URL:
+//! - `sqlite://PATH` (default `sqlite://DATA_DIR/catalog.db`): an Iceberg SQL catalog in
+//!   SQLite, readable by PyIceberg's `SqlCatalog`, Spark's `JdbcCatalog` and others;
+//! - `postgres://…`: the same SQL catalog in PostgreSQL;
+//! - `http://…` / `https://…`: an Iceberg REST catalog; query parameters become catalog
+//!   properties (`?warehouse=…&token=…`).
+//!
+//! Every catalog stores table files through icestream's own object store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::{Catalog, CatalogBuilder};
+use iceberg_catalog_rest::RestCatalogBuilder;
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+use icestream_storage::Objects;
+
+use crate::storage::ObjectStorageFactory;
+use crate::CatalogError;
+
+/// The catalog name icestream registers tables under (engines configure the same name).
+pub const CATALOG_NAME: &str = "icestream";
+
+/// Opens the catalog at `url` with table files under `warehouse` (a URL in `objects`).
+pub async fn open(
+    url: &str,
+    warehouse: &str,
+    objects: &Objects,
+) -> Result<Arc<dyn Catalog>, CatalogError> {
+    let factory = Arc::new(ObjectStorageFactory::new(objects.clone()));
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CatalogError::Config(format!("creating {}: {e}", dir.display())))?;
+        }
+        let catalog = SqlCatalogBuilder::default()
+            .uri(format!("sqlite:{path}?mode=rwc"))
+            .warehouse_location(warehouse)
+            .sql_bind_style(SqlBindStyle::QMark)
+            .with_storage_factory(factory)
+            .load(CATALOG_NAME, HashMap::new())
+            .await?;
+        return Ok(Arc::new(catalog));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let catalog = SqlCatalogBuilder::default()
+            .uri(url)
+            .warehouse_location(warehouse)
+            .sql_bind_style(SqlBindStyle::DollarNumeric)
+            .with_storage_factory(factory)
+            .load(CATALOG_NAME, HashMap::new())
+            .await?;
+        return Ok(Arc::new(catalog));
+    }
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut props: HashMap<String, String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        props.insert("uri".into(), base.to_string());
+        props
+            .entry("warehouse".into())
+            .or_insert_with(|| warehouse.to_string());
+        let catalog = RestCatalogBuilder::default()
+            .with_storage_factory(factory)
+            .load(CATALOG_NAME, props)
+            .await?;
+        return Ok(Arc::new(catalog));
+    }
+    Err(CatalogError::Config(format!(
+        "unsupported catalog url {url:?}: expected sqlite://PATH, postgres://… or http(s)://…"
+    )))
+}

@@ -1,0 +1,142 @@
+//! Rows of a Kafka partition as an Arrow record batch of the topic table's schema.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, LargeBinaryBuilder, ListBuilder, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, SchemaRef};
+use icestream_storage::records::Row;
+
+use crate::CompactError;
+
+fn field<'a>(schema: &'a SchemaRef, name: &str) -> Result<&'a Field, CompactError> {
+    schema
+        .field_with_name(name)
+        .map_err(|e| CompactError::Schema(format!("{name}: {e}")))
+}
+
+/// Builds the record batch for `rows` of `partition` (rows in offset order).
+pub fn rows_to_batch(
+    schema: &SchemaRef,
+    partition: i32,
+    rows: &[Row],
+) -> Result<RecordBatch, CompactError> {
+    let n = rows.len();
+    let mut partitions = Int32Builder::with_capacity(n);
+    let mut offsets = Int64Builder::with_capacity(n);
+    let tz = match field(schema, "timestamp")?.data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        other => return Err(CompactError::Schema(format!("timestamp is {other}"))),
+    };
+    let mut timestamps = TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(tz);
+    let large = matches!(field(schema, "key")?.data_type(), DataType::LargeBinary);
+    let headers_field = field(schema, "headers")?;
+    let (element, header_fields) = match headers_field.data_type() {
+        DataType::List(element) => match element.data_type() {
+            DataType::Struct(fields) => (element.clone(), fields.clone()),
+            other => return Err(CompactError::Schema(format!("header entry is {other}"))),
+        },
+        other => return Err(CompactError::Schema(format!("headers is {other}"))),
+    };
+    let header_large = header_fields
+        .iter()
+        .any(|f| f.name() == "value" && matches!(f.data_type(), DataType::LargeBinary));
+    let struct_builder = StructBuilder::from_fields(header_fields.clone(), 0);
+    let mut headers = ListBuilder::new(struct_builder).with_field(element);
+
+    let mut large_keys = LargeBinaryBuilder::new();
+    let mut large_values = LargeBinaryBuilder::new();
+    let mut keys = BinaryBuilder::new();
+    let mut values = BinaryBuilder::new();
+    for r in rows {
+        partitions.append_value(partition);
+        offsets.append_value(r.offset);
+        timestamps.append_value(r.timestamp.saturating_mul(1000));
+        if large {
+            large_keys.append_option(r.key.as_deref());
+            large_values.append_option(r.value.as_deref());
+        } else {
+            keys.append_option(r.key.as_deref());
+            values.append_option(r.value.as_deref());
+        }
+        let entries = headers.values();
+        for (k, v) in &r.headers {
+            entries
+                .field_builder::<StringBuilder>(0)
+                .ok_or_else(|| CompactError::Schema("header key builder".into()))?
+                .append_value(k);
+            if header_large {
+                entries
+                    .field_builder::<LargeBinaryBuilder>(1)
+                    .ok_or_else(|| CompactError::Schema("header value builder".into()))?
+                    .append_option(v.as_deref());
+            } else {
+                entries
+                    .field_builder::<BinaryBuilder>(1)
+                    .ok_or_else(|| CompactError::Schema("header value builder".into()))?
+                    .append_option(v.as_deref());
+            }
+            entries.append(true);
+        }
+        headers.append(true);
+    }
+    let (key_col, value_col): (ArrayRef, ArrayRef) = if large {
+        (
+            Arc::new(large_keys.finish()),
+            Arc::new(large_values.finish()),
+        )
+    } else {
+        (Arc::new(keys.finish()), Arc::new(values.finish()))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(partitions.finish()),
+        Arc::new(offsets.finish()),
+        Arc::new(timestamps.finish()),
+        key_col,
+        value_col,
+        Arc::new(headers.finish()),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| CompactError::Schema(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use iceberg::arrow::schema_to_arrow_schema;
+
+    #[test]
+    fn rows_become_a_batch_that_reads_back() {
+        let schema = Arc::new(
+            schema_to_arrow_schema(&icestream_catalog::table::topic_schema().expect("schema"))
+                .expect("arrow schema"),
+        );
+        let rows = vec![
+            Row {
+                offset: 10,
+                timestamp: 1_700_000_000_123,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: vec![
+                    ("a".into(), Some(Bytes::from_static(b"1"))),
+                    ("a".into(), None),
+                ],
+            },
+            Row {
+                offset: 11,
+                timestamp: 1_700_000_000_124,
+                key: Some(Bytes::from_static(b"k")),
+                value: None,
+                headers: vec![],
+            },
+        ];
+        let batch = rows_to_batch(&schema, 3, &rows).expect("batch");
+        assert_eq!(batch.num_rows(), 2);
+        let back = icestream_catalog::reader::batch_to_rows(&batch, 0, i64::MAX).expect("rows");
+        assert_eq!(back, rows);
+        assert_eq!(icestream_catalog::reader::partition_of(&batch), Some(3));
+    }
+}

@@ -1,0 +1,342 @@
+//! One compaction round of one topic: WAL chunks past the table's committed offsets are
+//! decoded, written as Parquet (one file per partition, rolling at a size limit), and
+//! committed as ONE snapshot carrying the full per-partition next-offset map; then the
+//! offset index is swapped to the new files.
+//!
+//! Exactly once: the round's intent (commit id and files) is recorded in the metadata
+//! store before the snapshot commit, and the commit is pinned to the snapshot the offsets
+//! were read from. After a crash anywhere, the next round resolves the intent: the index is
+//! swapped if the table has the round's snapshot, the files are deleted if not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, PrimitiveLiteral, Struct};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::Catalog;
+use icestream_catalog::commit::append_pinned;
+use icestream_catalog::table::{
+    committed_offsets, ensure_table, format_offsets, has_commit, FIELD_OFFSET, SUMMARY_COMMIT_ID,
+    SUMMARY_OFFSETS,
+};
+use icestream_storage::batch::batches;
+use icestream_storage::meta::{IndexEntry, Location, RoundFile, RoundIntent, TopicMeta};
+use icestream_storage::records::{decode_batch, Row};
+use icestream_storage::segment::segment_key;
+use icestream_storage::{MetaStore, Objects};
+use object_store::ObjectStoreExt;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::arrow::rows_to_batch;
+use crate::{failpoint, CompactError, CompactorConfig, SwapListener};
+
+/// What a round did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoundReport {
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: usize,
+    pub resolved_intent: bool,
+}
+
+pub struct RoundContext<'a> {
+    pub meta: &'a MetaStore,
+    pub objects: &'a Objects,
+    pub catalog: &'a Arc<dyn Catalog>,
+    pub config: &'a CompactorConfig,
+    pub listener: Option<&'a Arc<dyn SwapListener>>,
+}
+
+impl RoundContext<'_> {
+    /// Finishes a round a crash interrupted.
+    pub async fn resolve_intent(
+        &self,
+        topic: &TopicMeta,
+        table: &Table,
+    ) -> Result<bool, CompactError> {
+        let Some(intent) = self.meta.round_intent(topic.id).await? else {
+            return Ok(false);
+        };
+        if has_commit(table, &intent.commit_id) {
+            tracing::info!(topic = %topic.name, commit = %intent.commit_id, "compaction: finishing the index swap of a committed round");
+            self.swap(topic, &intent.files).await?;
+        } else {
+            tracing::info!(topic = %topic.name, commit = %intent.commit_id, "compaction: discarding the files of a round that never committed");
+            self.delete_files(&intent.files).await;
+            self.meta.clear_round_intent(topic.id).await?;
+        }
+        Ok(true)
+    }
+
+    async fn swap(&self, topic: &TopicMeta, files: &[RoundFile]) -> Result<(), CompactError> {
+        let created = self.meta.swap_to_table(topic.id, files).await?;
+        failpoint("compactor.after_swap");
+        if let Some(l) = self.listener {
+            let mut by_partition: BTreeMap<i32, Vec<IndexEntry>> = BTreeMap::new();
+            for (p, e) in created {
+                by_partition.entry(p).or_default().push(e);
+            }
+            for (p, entries) in by_partition {
+                l.on_swap(topic.id, p, &entries);
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_files(&self, files: &[RoundFile]) {
+        for f in files {
+            if let Some(path) = self.objects.path_of_url(&f.file) {
+                if let Err(e) = self.objects.store.delete(&path).await {
+                    tracing::warn!(file = %f.file, error = %e, "deleting an uncommitted data file");
+                }
+            }
+        }
+    }
+
+    /// Runs one round for `topic`.
+    pub async fn run(&self, topic: &TopicMeta) -> Result<RoundReport, CompactError> {
+        let mut report = RoundReport::default();
+        let table = ensure_table(
+            self.catalog.as_ref(),
+            &self.config.namespace,
+            &topic.name,
+            topic.id,
+        )
+        .await?;
+        if self.resolve_intent(topic, &table).await? {
+            report.resolved_intent = true;
+        }
+        // Reload: resolving may have changed nothing in the table, but be exact.
+        let table = self.catalog.load_table(table.identifier()).await?;
+        let committed = committed_offsets(&table)?;
+
+        // Choose whole index entries per partition, within the round's byte budget.
+        let mut budget = self.config.max_round_bytes as u64;
+        let mut plan: Vec<(i32, Vec<IndexEntry>)> = Vec::new();
+        for p in 0..topic.partitions {
+            let Some(state) = self.meta.partition_state(topic.id, p).await? else {
+                continue;
+            };
+            let start = committed.get(&p).copied().unwrap_or(0).max(0);
+            if start >= state.high_watermark || budget == 0 {
+                continue;
+            }
+            let entries = self.meta.index_entries(topic.id, p, start, 4096).await?;
+            let mut chosen = Vec::new();
+            for e in entries {
+                if e.base_offset < start || !matches!(e.location, Location::Wal { .. }) {
+                    // Already compacted, or an entry a retention trim cut into.
+                    continue;
+                }
+                if !chosen.is_empty() && e.size_bytes() > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(e.size_bytes());
+                chosen.push(e);
+            }
+            if !chosen.is_empty() {
+                plan.push((p, chosen));
+            }
+        }
+        if plan.is_empty() {
+            return Ok(report);
+        }
+
+        failpoint("compactor.before_write");
+        let commit_id = uuid::Uuid::now_v7().to_string();
+        let (data_files, round_files, rows) =
+            self.write_files(&table, topic, &plan, &commit_id).await?;
+        failpoint("compactor.after_write");
+
+        let mut next = committed.clone();
+        for (p, entries) in &plan {
+            if let Some(last) = entries.last() {
+                next.insert(*p, last.next_offset());
+            }
+        }
+        let intent = RoundIntent {
+            v: 1,
+            commit_id: commit_id.clone(),
+            files: round_files.clone(),
+        };
+        self.meta.set_round_intent(topic.id, &intent).await?;
+        let properties: HashMap<String, String> = [
+            (SUMMARY_OFFSETS.to_string(), format_offsets(&next)),
+            (SUMMARY_COMMIT_ID.to_string(), commit_id.clone()),
+        ]
+        .into_iter()
+        .collect();
+        if let Err(e) = append_pinned(self.catalog, &table, data_files, properties).await {
+            // The outcome may be unknown (a lost response): the table decides.
+            let current = self.catalog.load_table(table.identifier()).await?;
+            if !has_commit(&current, &commit_id) {
+                tracing::warn!(topic = %topic.name, error = %e, "compaction commit failed; will retry");
+                self.delete_files(&round_files).await;
+                self.meta.clear_round_intent(topic.id).await?;
+                return Err(e.into());
+            }
+        }
+        failpoint("compactor.after_commit");
+        self.swap(topic, &round_files).await?;
+        report.rows = rows;
+        report.bytes = plan
+            .iter()
+            .flat_map(|(_, es)| es.iter().map(IndexEntry::size_bytes))
+            .sum();
+        report.files = round_files.len();
+        Ok(report)
+    }
+
+    /// Reads and decodes the planned entries and writes one rolling Parquet writer per
+    /// partition.
+    async fn write_files(
+        &self,
+        table: &Table,
+        topic: &TopicMeta,
+        plan: &[(i32, Vec<IndexEntry>)],
+        commit_id: &str,
+    ) -> Result<(Vec<DataFile>, Vec<RoundFile>, u64), CompactError> {
+        let metadata = table.metadata();
+        let schema = metadata.current_schema().clone();
+        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(self.config.row_group_rows))
+            .build();
+        let rolling = RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            self.config.target_file_bytes,
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata)?,
+            DefaultFileNameGenerator::new(
+                format!("{}-{}", &topic.id.simple().to_string()[..8], commit_id),
+                None,
+                DataFileFormat::Parquet,
+            ),
+        );
+        let builder = DataFileWriterBuilder::new(rolling);
+        let mut data_files = Vec::new();
+        let mut round_files = Vec::new();
+        let mut total_rows = 0u64;
+        for (p, entries) in plan {
+            let rows = self.read_rows(entries).await?;
+            total_rows += rows.len() as u64;
+            let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
+            let batch = {
+                let schema = arrow_schema.clone();
+                let p = *p;
+                tokio::task::spawn_blocking(move || rows_to_batch(&schema, p, &rows))
+                    .await
+                    .map_err(|e| CompactError::Schema(format!("batch task: {e}")))??
+            };
+            let key = PartitionKey::new(
+                spec.clone(),
+                schema.clone(),
+                Struct::from_iter([Some(Literal::int(*p))]),
+            );
+            let mut writer = builder.build(Some(key)).await?;
+            writer.write(batch).await?;
+            for file in writer.close().await? {
+                let bound = |m: &HashMap<i32, iceberg::spec::Datum>| match m
+                    .get(&FIELD_OFFSET)
+                    .map(|d| d.literal())
+                {
+                    Some(PrimitiveLiteral::Long(v)) => Ok(*v),
+                    _ => Err(CompactError::Schema(
+                        "data file without offset bounds".into(),
+                    )),
+                };
+                round_files.push(RoundFile {
+                    partition: *p,
+                    file: file.file_path().to_string(),
+                    first_offset: bound(file.lower_bounds())?,
+                    last_offset: bound(file.upper_bounds())?,
+                    rows: file.record_count() as u32,
+                    max_timestamp,
+                });
+                data_files.push(file);
+            }
+        }
+        Ok((data_files, round_files, total_rows))
+    }
+
+    /// The records of WAL index entries, in offset order.
+    async fn read_rows(&self, entries: &[IndexEntry]) -> Result<Vec<Row>, CompactError> {
+        // One ranged GET per segment for all its entries.
+        let mut by_segment: BTreeMap<uuid::Uuid, Vec<(usize, std::ops::Range<u64>)>> =
+            BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Location::Wal {
+                segment,
+                position,
+                length,
+            } = e.location
+            {
+                by_segment
+                    .entry(segment)
+                    .or_default()
+                    .push((i, position..position + u64::from(length)));
+            }
+        }
+        let mut data = vec![bytes::Bytes::new(); entries.len()];
+        let fetches = by_segment.into_iter().map(|(segment, ranges)| async move {
+            let path = self.objects.path(&segment_key(segment));
+            let only: Vec<std::ops::Range<u64>> = ranges.iter().map(|(_, r)| r.clone()).collect();
+            let got = self.objects.store.get_ranges(&path, &only).await?;
+            Ok::<_, CompactError>(
+                ranges
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .zip(got)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let results: Vec<Vec<(usize, bytes::Bytes)>> = futures::stream::iter(fetches)
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        for (i, b) in results.into_iter().flatten() {
+            data[i] = b;
+        }
+        let entries = entries.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut rows = Vec::new();
+            for (e, bytes) in entries.iter().zip(&data) {
+                let mut offset = e.base_offset;
+                for item in batches(bytes) {
+                    let (header, batch) =
+                        item.map_err(|err| CompactError::Corrupt(err.to_string()))?;
+                    rows.extend(
+                        decode_batch(&batch, offset)
+                            .map_err(|err| CompactError::Corrupt(err.to_string()))?,
+                    );
+                    offset += header.offset_span();
+                }
+                if offset != e.next_offset() {
+                    return Err(CompactError::Corrupt(format!(
+                        "entry {}..={} holds batches up to {}",
+                        e.base_offset,
+                        e.last_offset,
+                        offset - 1
+                    )));
+                }
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| CompactError::Corrupt(format!("decode task: {e}")))?
+    }
+}
+
+use futures::StreamExt as _;

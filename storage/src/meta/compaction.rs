@@ -1,0 +1,277 @@
+//! What the compactor needs agreed: per-topic leases, the intent of a compaction round
+//! (written before its snapshot is committed, so a crash at any point can be resolved),
+//! the swap of WAL index entries to the table's data files, and retention trims.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::keys;
+use super::segments::release_entries;
+use super::values::{IndexEntry, Location, PartitionState};
+use super::{MetaError, MetaStore, Result};
+use crate::kv::{prefix_end, KvStoreExt};
+
+const LEASE: u8 = b'l';
+const INTENT: u8 = b'k';
+
+fn lease_key(name: &str) -> Vec<u8> {
+    let mut k = vec![LEASE];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn intent_key(topic_id: Uuid) -> Vec<u8> {
+    let mut k = vec![INTENT];
+    k.extend_from_slice(topic_id.as_bytes());
+    k
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Lease {
+    holder: String,
+    expires_ms: i64,
+}
+
+/// One data file a compaction round wrote: a run of one partition's offsets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoundFile {
+    pub partition: i32,
+    /// URL of the data file.
+    pub file: String,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub rows: u32,
+    pub max_timestamp: i64,
+}
+
+/// A compaction round about to commit: if its snapshot (tagged `commit_id`) is in the
+/// table, the index must be swapped to `files`; if not, `files` are garbage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoundIntent {
+    pub v: u32,
+    pub commit_id: String,
+    pub files: Vec<RoundFile>,
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| MetaError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+impl MetaStore {
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`. Returns false if
+    /// another holder has it and it has not expired.
+    pub async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = self.now_ms();
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.kv
+            .transact(|tx| {
+                let (name, holder) = (name.clone(), holder.clone());
+                Box::pin(async move {
+                    let key = lease_key(&name);
+                    if let Some(v) = tx.get(&key).await? {
+                        let lease: Lease = decode_json(&v, "lease")?;
+                        if lease.holder != holder && lease.expires_ms > now {
+                            return Ok(false);
+                        }
+                    }
+                    let lease = Lease {
+                        holder,
+                        expires_ms: now + ttl_ms,
+                    };
+                    tx.set(&key, &serde_json::to_vec(&lease).unwrap_or_default());
+                    Ok(true)
+                })
+            })
+            .await
+    }
+
+    /// Gives a lease up if `holder` has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.kv
+            .transact(|tx| {
+                let (name, holder) = (name.clone(), holder.clone());
+                Box::pin(async move {
+                    let key = lease_key(&name);
+                    if let Some(v) = tx.get(&key).await? {
+                        let lease: Lease = decode_json(&v, "lease")?;
+                        if lease.holder == holder {
+                            tx.clear(&key);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    pub async fn round_intent(&self, topic_id: Uuid) -> Result<Option<RoundIntent>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    tx.get(&intent_key(topic_id))
+                        .await?
+                        .map(|v| decode_json(&v, "round intent"))
+                        .transpose()
+                })
+            })
+            .await
+    }
+
+    pub async fn set_round_intent(&self, topic_id: Uuid, intent: &RoundIntent) -> Result<()> {
+        let value = serde_json::to_vec(intent).unwrap_or_default();
+        self.kv
+            .transact(|tx| {
+                let value = value.clone();
+                Box::pin(async move {
+                    tx.set(&intent_key(topic_id), &value);
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    pub async fn clear_round_intent(&self, topic_id: Uuid) -> Result<()> {
+        self.kv
+            .transact(|tx| {
+                Box::pin(async move {
+                    tx.clear(&intent_key(topic_id));
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Points the index at a committed round's data files, in one transaction: for each
+    /// partition, the WAL entries covering the files' offsets are replaced by one entry per
+    /// file, their segments released; then the intent is cleared. Idempotent: entries
+    /// already swapped are left alone. Returns the new entries.
+    pub async fn swap_to_table(
+        &self,
+        topic_id: Uuid,
+        files: &[RoundFile],
+    ) -> Result<Vec<(i32, IndexEntry)>> {
+        let now = self.now_ms();
+        let files = files.to_vec();
+        self.kv
+            .transact(|tx| {
+                let files = files.clone();
+                Box::pin(async move {
+                    let mut created = Vec::new();
+                    let mut partitions: Vec<i32> = files.iter().map(|f| f.partition).collect();
+                    partitions.sort_unstable();
+                    partitions.dedup();
+                    for p in partitions {
+                        let mut mine: Vec<&RoundFile> =
+                            files.iter().filter(|f| f.partition == p).collect();
+                        mine.sort_by_key(|f| f.first_offset);
+                        let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+                            continue;
+                        };
+                        let (start, end) = (first.first_offset, last.last_offset);
+                        let begin = keys::index(topic_id, p, start);
+                        let stop = prefix_end(&keys::index(topic_id, p, end));
+                        let rows = tx.get_range(&begin, &stop, 0, false).await?;
+                        let mut old = Vec::new();
+                        for (k, v) in &rows {
+                            let e = IndexEntry::decode(
+                                keys::index_last_offset(k).unwrap_or_default(),
+                                v,
+                            )?;
+                            if matches!(e.location, Location::Table { .. }) {
+                                continue;
+                            }
+                            if e.base_offset < start {
+                                return Err(MetaError::Corrupt {
+                                    what: "index entry",
+                                    reason: format!(
+                                        "entry {}..={} straddles the compacted range start {start}",
+                                        e.base_offset, e.last_offset
+                                    ),
+                                });
+                            }
+                            old.push((k.clone(), e));
+                        }
+                        if old.is_empty() {
+                            continue;
+                        }
+                        let total_bytes: u64 = old.iter().map(|(_, e)| e.size_bytes()).sum();
+                        let total_rows: u64 =
+                            mine.iter().map(|f| u64::from(f.rows)).sum::<u64>().max(1);
+                        for (k, _) in &old {
+                            tx.clear(k);
+                        }
+                        let removed: Vec<IndexEntry> = old.into_iter().map(|(_, e)| e).collect();
+                        release_entries(tx, &removed, now).await?;
+                        for f in mine {
+                            let entry = IndexEntry {
+                                base_offset: f.first_offset,
+                                last_offset: f.last_offset,
+                                location: Location::Table {
+                                    file: f.file.clone(),
+                                    rows: f.rows,
+                                    bytes: total_bytes * u64::from(f.rows) / total_rows,
+                                },
+                                batch_count: 1,
+                                max_timestamp: f.max_timestamp,
+                            };
+                            tx.set(
+                                &keys::index(topic_id, p, entry.last_offset),
+                                &entry.encode(),
+                            );
+                            created.push((p, entry));
+                        }
+                    }
+                    tx.clear(&intent_key(topic_id));
+                    Ok(created)
+                })
+            })
+            .await
+    }
+
+    /// Advances a partition's log start to `new_start` (never past the high watermark),
+    /// removing index entries that end before it and releasing their segments. Returns the
+    /// new partition state. Entries straddling `new_start` stay (the log start may point
+    /// inside an entry, as in Kafka).
+    pub async fn trim_log(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        new_start: i64,
+    ) -> Result<Option<PartitionState>> {
+        let now = self.now_ms();
+        self.kv
+            .transact(|tx| {
+                Box::pin(async move {
+                    let pkey = keys::partition(topic_id, partition);
+                    let Some(v) = tx.get(&pkey).await? else {
+                        return Ok(None);
+                    };
+                    let mut state = PartitionState::decode(&v)?;
+                    let target = new_start.min(state.high_watermark);
+                    if target <= state.log_start_offset {
+                        return Ok(Some(state));
+                    }
+                    let begin = keys::index_prefix(topic_id, partition);
+                    let stop = keys::index(topic_id, partition, target);
+                    let rows = tx.get_range(&begin, &stop, 0, false).await?;
+                    let mut removed = Vec::with_capacity(rows.len());
+                    for (k, v) in &rows {
+                        let e =
+                            IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+                        tx.clear(k);
+                        state.size_bytes = state.size_bytes.saturating_sub(e.size_bytes());
+                        removed.push(e);
+                    }
+                    release_entries(tx, &removed, now).await?;
+                    state.log_start_offset = target;
+                    tx.set(&pkey, &state.encode());
+                    Ok(Some(state))
+                })
+            })
+            .await
+    }
+}
