@@ -286,20 +286,15 @@ impl Log {
                 let want = ((max_bytes as u64 / per_row) as i64)
                     .clamp(1, self.table_read_rows as i64 * 16);
                 let to = entry.last_offset.min(from.saturating_add(want - 1));
-                let path = self.objects.path_of_url(file).ok_or_else(|| {
+                let (store, path) = self.objects.resolve_url(file).ok_or_else(|| {
                     ReadError::Corrupt(format!("{file} is outside the object store"))
                 })?;
-                let rows = icestream_catalog::reader::read_rows(
-                    self.objects.store.clone(),
-                    path,
-                    from,
-                    to,
-                )
-                .await
-                .map_err(|e| ReadError::Table {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                })?;
+                let rows = icestream_catalog::reader::read_rows(store, path, from, to)
+                    .await
+                    .map_err(|e| ReadError::Table {
+                        file: file.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let data = icestream_storage::records::encode_batches(&rows)
                     .map_err(|e| ReadError::Corrupt(format!("re-encoding rows of {file}: {e}")))?;
                 Ok((data, to + 1))

@@ -155,5 +155,5 @@ pub async fn read_rows(
 pub fn partition_of(batch: &RecordBatch) -> Option<i32> {
     let col = batch.column_by_name("partition")?;
     let p = col.as_primitive_opt::<Int32Type>()?;
-    (p.len() > 0).then(|| p.value(0))
+    (!p.is_empty()).then(|| p.value(0))
 }

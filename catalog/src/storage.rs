@@ -51,13 +51,12 @@ impl ObjectStorage {
                 "object storage was deserialized without a store",
             )
         })?;
-        let path = objects.path_of_url(location).ok_or_else(|| {
+        objects.resolve_url(location).ok_or_else(|| {
             Error::new(
                 ErrorKind::DataInvalid,
                 format!("{location} is outside the object store {}", self.root_url),
             )
-        })?;
-        Ok((objects.store.clone(), path))
+        })
     }
 }
 

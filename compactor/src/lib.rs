@@ -241,7 +241,7 @@ impl Compactor {
                 Err(e) => tracing::warn!(error = %e, "compaction pass failed"),
             }
             rounds += 1;
-            if rounds % 30 == 0 {
+            if rounds.is_multiple_of(30) {
                 if let Err(e) = self.apply_retention(broker_retention_ms).await {
                     tracing::warn!(error = %e, "retention pass failed");
                 }

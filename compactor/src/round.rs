@@ -95,8 +95,8 @@ impl RoundContext<'_> {
 
     async fn delete_files(&self, files: &[RoundFile]) {
         for f in files {
-            if let Some(path) = self.objects.path_of_url(&f.file) {
-                if let Err(e) = self.objects.store.delete(&path).await {
+            if let Some((store, path)) = self.objects.resolve_url(&f.file) {
+                if let Err(e) = store.delete(&path).await {
                     tracing::warn!(file = %f.file, error = %e, "deleting an uncommitted data file");
                 }
             }

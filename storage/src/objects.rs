@@ -7,8 +7,9 @@
 //!   environment variables are read too. Conditional PUT (If-None-Match) is used for
 //!   segment creation, so S3-compatible servers must honour it (S3, SeaweedFS, MinIO do).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -58,6 +59,10 @@ pub struct Objects {
     /// URL of the store's root, under which object paths are appended: `file:///DIR`,
     /// `s3://BUCKET`, `memory://`. Table files are named by these URLs for engines.
     pub root_url: String,
+    /// The URL the store was opened from (credentials included), to open sibling buckets.
+    source_url: String,
+    /// Other buckets of the same S3 service, opened on first use.
+    siblings: Arc<Mutex<HashMap<String, Objects>>>,
 }
 
 impl Objects {
@@ -113,6 +118,8 @@ impl Objects {
             display_url: url.to_string(),
             local_root: None,
             root_url: "memory://".into(),
+            source_url: url.to_string(),
+            siblings: Arc::default(),
         }
     }
 
@@ -170,6 +177,8 @@ impl Objects {
             display_url: display,
             local_root: None,
             root_url: format!("s3://{bucket}"),
+            source_url: url.to_string(),
+            siblings: Arc::default(),
         })
     }
 
@@ -187,6 +196,58 @@ impl Objects {
     /// The URL of `key` (relative to the prefix), as engines and table metadata name it.
     pub fn url(&self, key: &str) -> String {
         format!("{}/{}", self.root_url.trim_end_matches('/'), self.path(key))
+    }
+
+    /// Another bucket of the same S3 service (same endpoint, region and credentials), for
+    /// catalogs that place tables in buckets of their own.
+    pub fn sibling_bucket(&self, bucket: &str) -> Result<Objects, ObjectStoreUrlError> {
+        let Some(rest) = self.source_url.strip_prefix("s3://") else {
+            return Err(ObjectStoreUrlError::Unsupported {
+                url: format!("s3://{bucket}"),
+                reason: format!("{} is not an S3 store", self.display_url),
+            });
+        };
+        let query = rest.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let url = if query.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}?{query}")
+        };
+        Self::open(&url)
+    }
+
+    /// The store and path of an object URL: in this store, or in another bucket of the same
+    /// S3 service (REST catalogs may place tables in buckets of their own).
+    pub fn resolve_url(&self, url: &str) -> Option<(Arc<dyn ObjectStore>, Path)> {
+        if let Some(path) = self.path_of_url(url) {
+            return Some((self.store.clone(), path));
+        }
+        if self.kind != StoreKind::S3 {
+            return None;
+        }
+        let url = url.replacen("s3a://", "s3://", 1);
+        let bucket = url.strip_prefix("s3://")?.split('/').next()?;
+        if bucket.is_empty() {
+            return None;
+        }
+        let sibling = {
+            let mut siblings = self.siblings.lock().unwrap_or_else(|e| e.into_inner());
+            match siblings.get(bucket) {
+                Some(o) => o.clone(),
+                None => match self.sibling_bucket(bucket) {
+                    Ok(o) => {
+                        siblings.insert(bucket.to_string(), o.clone());
+                        o
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket, error = %e, "cannot open bucket");
+                        return None;
+                    }
+                },
+            }
+        };
+        let path = sibling.path_of_url(&url)?;
+        Some((sibling.store, path))
     }
 
     /// The object path a URL names, if it is inside this store.
@@ -267,5 +328,37 @@ mod tests {
     fn decodes_percent_escapes() {
         assert_eq!(percent_decode("a%2Fb"), "a/b");
         assert_eq!(percent_decode("100%"), "100%");
+    }
+}
+
+#[cfg(test)]
+mod sibling_tests {
+    use super::*;
+
+    #[test]
+    fn resolves_urls_in_sibling_buckets() {
+        let s3 = Objects::open(
+            "s3://icestream/t3?endpoint=http://127.0.0.1:1&region=us-east-1&access_key_id=a&secret_access_key=b",
+        )
+        .expect("s3");
+        let (_, path) = s3
+            .resolve_url("s3://tables/kafka/t/data/partition=0/x.parquet")
+            .expect("sibling bucket");
+        assert_eq!(path.as_ref(), "kafka/t/data/partition=0/x.parquet");
+        let (_, own) = s3
+            .resolve_url("s3://icestream/t3/wal/a.seg")
+            .expect("own bucket");
+        assert_eq!(own.as_ref(), "t3/wal/a.seg");
+        let real = Objects::open(
+            "s3://icestream/t3?endpoint=http://127.0.0.1:8333&region=us-east-1&access_key_id=any&secret_access_key=any",
+        )
+        .expect("s3");
+        assert!(real
+            .resolve_url("s3://tables/kafka/rest1/data/partition=0/30d02724-01a20a25-1267-7521-9897-e4bec38f3f50-00000.parquet")
+            .is_some());
+        assert!(Objects::open("memory://")
+            .expect("memory")
+            .resolve_url("s3://tables/x")
+            .is_none());
     }
 }

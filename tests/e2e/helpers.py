@@ -97,9 +97,12 @@ class SeaweedFS:
     ACCESS_KEY = "icestream"
     SECRET_KEY = "icestream-secret"
 
-    def __init__(self, data_dir: Path, buckets=("icestream",)):
+    def __init__(self, data_dir: Path, buckets=("icestream",), anonymous=False):
+        """`anonymous`: start without credentials, so the Iceberg REST catalog accepts
+        unsigned requests (clients here cannot SigV4-sign REST calls)."""
         self.data_dir = Path(data_dir)
         self.buckets = buckets
+        self.anonymous = anonymous
         self.ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg",
@@ -124,7 +127,13 @@ class SeaweedFS:
         args = [weed, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", f"-bucket={','.join(self.buckets)}"]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY)
+        env = dict(os.environ)
+        if self.anonymous:
+            env.pop("AWS_ACCESS_KEY_ID", None)
+            env.pop("AWS_SECRET_ACCESS_KEY", None)
+        else:
+            env.update(AWS_ACCESS_KEY_ID=self.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=self.SECRET_KEY)
+        self.weed = weed
         log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for_port(self.ports["s3.port"], timeout=60, proc=self.proc)
@@ -138,6 +147,27 @@ class SeaweedFS:
             except OSError:
                 time.sleep(0.2)
         return self
+
+    @property
+    def rest_uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port.iceberg']}"
+
+    def create_table_bucket(self, name: str) -> None:
+        """An S3 Tables bucket: the warehouse of the REST catalog."""
+        command = f"s3tables.bucket -create -name {name} -account 000000000000\n"
+        # SeaweedFS addresses are host:port.grpcPort when gRPC is not on port + 10000.
+        master = f"-master=127.0.0.1:{self.ports['master.port']}.{self.ports['master.port.grpc']}"
+        filer = f"-filer=127.0.0.1:{self.ports['filer.port']}.{self.ports['filer.port.grpc']}"
+        deadline = time.time() + 60
+        while True:
+            r = subprocess.run([self.weed, "shell", master, filer], input=command.encode(),
+                               capture_output=True, timeout=60)
+            out = r.stdout.decode() + r.stderr.decode()
+            if "ARN:" in out or "already" in out:
+                return
+            if time.time() > deadline:
+                raise RuntimeError(f"creating table bucket {name}: {out}")
+            time.sleep(1)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -30,11 +30,11 @@ def rows(catalog, topic, namespace="kafka"):
     return out
 
 
-def wait_for_rows(catalog, topic, count, timeout=60):
+def wait_for_rows(catalog, topic, count, timeout=60, namespace="kafka"):
     deadline = time.time() + timeout
     got = {}
     while time.time() < deadline:
-        got = rows(catalog, topic)
+        got = rows(catalog, topic, namespace)
         if len(got) >= count:
             return got
         time.sleep(0.25)

@@ -1,0 +1,60 @@
+"""Tables through every kind of catalog and store: the SQL catalog with the warehouse on
+SeaweedFS, the SQL catalog on PostgreSQL, and SeaweedFS's Iceberg REST catalog."""
+
+import uuid
+
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.catalog.sql import SqlCatalog
+
+from tables import wait_for_rows
+from workload import assert_same, consume, create_topic, expected_tuple, make_records, produce
+
+FAST = {"compaction_interval_ms": 300}
+
+
+def s3_props(seaweed, access="icestream", secret="icestream-secret"):
+    return {"s3.endpoint": seaweed.s3_endpoint, "s3.access-key-id": access,
+            "s3.secret-access-key": secret, "s3.region": "us-east-1",
+            "s3.path-style-access": "true"}
+
+
+def check_roundtrip(broker, catalog, topic="events", namespace="kafka"):
+    create_topic(broker.bootstrap, topic, 3)
+    records = make_records(6_000, 3, seed=31)
+    acked, errors = produce(broker.bootstrap, topic, records, **{"compression.type": "snappy"})
+    assert not errors
+    table = wait_for_rows(catalog, topic, len(acked), namespace=namespace)
+    assert len(table) == len(acked)
+    for k, rec in acked.items():
+        assert table[k] == expected_tuple(rec)
+    assert_same(acked, consume(broker.bootstrap, topic, 3, len(acked)))
+
+
+def test_sql_catalog_with_warehouse_on_seaweedfs(seaweedfs, make_broker):
+    prefix = f"wh-{uuid.uuid4().hex[:8]}"
+    broker = make_broker({**FAST, "object_store": seaweedfs.s3_url(prefix=prefix)})
+    catalog = SqlCatalog("icestream", uri=f"sqlite:///{broker.data_dir}/catalog.db",
+                         warehouse=f"s3://icestream/{prefix}/warehouse", **s3_props(seaweedfs))
+    check_roundtrip(broker, catalog)
+    t = catalog.load_table(("kafka", "events"))
+    assert t.location().startswith(f"s3://icestream/{prefix}/warehouse/")
+
+
+def test_sql_catalog_on_postgres(postgres_url, make_broker):
+    broker = make_broker({**FAST, "catalog": postgres_url})
+    uri = postgres_url.replace("postgres://", "postgresql+psycopg2://", 1)
+    catalog = SqlCatalog("icestream", uri=uri, warehouse=f"file://{broker.data_dir}/objects/warehouse")
+    check_roundtrip(broker, catalog)
+
+
+def test_rest_catalog_on_seaweedfs(seaweedfs_anonymous, make_broker):
+    s = seaweedfs_anonymous
+    prefix = f"rest-{uuid.uuid4().hex[:8]}"
+    broker = make_broker({**FAST, "object_store": s.s3_url(prefix=prefix),
+                          "catalog": f"{s.rest_uri}?warehouse=s3://tables",
+                          "table_namespace": prefix})
+    catalog = RestCatalog("rest", uri=s.rest_uri, warehouse="s3://tables",
+                          auth={"type": "noop"}, **s3_props(s))
+    check_roundtrip(broker, catalog, namespace=prefix)
+    t = catalog.load_table((prefix, "events"))
+    assert t.location().startswith("s3://tables/")
