@@ -1,0 +1,271 @@
+//! Compaction rounds against real components: embedded metadata store, a local object
+//! store, a SQLite catalog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use iceberg::{Catalog, TableIdent};
+use icestream_catalog::commit::append_pinned;
+use icestream_catalog::connect;
+use icestream_catalog::table::{committed_offsets, table_ident, SUMMARY_OFFSETS};
+use icestream_compactor::{CompactorConfig, RoundContext};
+use icestream_storage::meta::{
+    AppendBatch, AppendUnit, Location, PartitionAppend, RoundFile, RoundIntent, SegmentAppend,
+    TopicMeta,
+};
+use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
+use icestream_storage::{kv::embedded::EmbeddedKv, Clock, MetaStore, Objects, SystemClock};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use object_store::ObjectStoreExt;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    meta: MetaStore,
+    objects: Objects,
+    catalog: Arc<dyn Catalog>,
+    config: CompactorConfig,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv = EmbeddedKv::open(&dir.path().join("meta.redb")).expect("kv");
+    let meta = MetaStore::new(Arc::new(kv), Arc::new(SystemClock));
+    let objects =
+        Objects::open(&format!("file://{}", dir.path().join("objects").display())).expect("store");
+    let catalog = connect::open(
+        &format!("sqlite://{}", dir.path().join("catalog.db").display()),
+        &objects.url("warehouse"),
+        &objects,
+    )
+    .await
+    .expect("catalog");
+    Env {
+        _dir: dir,
+        meta,
+        objects,
+        catalog,
+        config: CompactorConfig::default(),
+    }
+}
+
+impl Env {
+    fn round(&self) -> RoundContext<'_> {
+        RoundContext {
+            meta: &self.meta,
+            objects: &self.objects,
+            catalog: &self.catalog,
+            config: &self.config,
+            listener: None,
+        }
+    }
+
+    /// Writes a WAL segment holding one batch of `values` for partition 0 and commits it.
+    async fn produce(&self, topic: &TopicMeta, values: &[&str]) {
+        let now = SystemClock.now_ms();
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: now + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Lz4,
+            },
+        )
+        .expect("encode");
+        let header = encode_header();
+        let position = header.len() as u64;
+        let chunk = ChunkInfo {
+            topic_id: topic.id,
+            partition: 0,
+            position,
+            length: batch.len() as u32,
+            batch_count: 1,
+            offset_span: values.len() as u32,
+            first_timestamp: now,
+            max_timestamp: now,
+            producer_id: -1,
+        };
+        let mut body = header.to_vec();
+        body.extend_from_slice(&batch);
+        body.extend_from_slice(&encode_footer(&[chunk]));
+        let segment = uuid::Uuid::now_v7();
+        self.objects
+            .store
+            .put(
+                &self.objects.path(&segment_key(segment)),
+                Bytes::from(body.clone()).into(),
+            )
+            .await
+            .expect("put");
+        self.meta
+            .commit_segment(
+                Arc::new(SegmentAppend {
+                    segment,
+                    size: body.len() as u64,
+                    created_ms: now,
+                    partitions: vec![PartitionAppend {
+                        topic_id: topic.id,
+                        partition: 0,
+                        units: vec![AppendUnit {
+                            batches: vec![AppendBatch {
+                                position,
+                                length: batch.len() as u32,
+                                offset_span: values.len() as u32,
+                                max_timestamp: now,
+                                producer: None,
+                            }],
+                        }],
+                    }],
+                }),
+                60_000,
+            )
+            .await
+            .expect("commit");
+    }
+
+    async fn table_rows(&self, ident: &TableIdent) -> usize {
+        use futures::TryStreamExt;
+        let table = self.catalog.load_table(ident).await.expect("table");
+        let batches: Vec<_> = table
+            .scan()
+            .build()
+            .expect("scan")
+            .to_arrow()
+            .await
+            .expect("arrow")
+            .try_collect()
+            .await
+            .expect("batches");
+        batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+// Regression: iceberg-rust's commit re-applies an append on top of newer metadata, so a
+// round computed from a stale snapshot would duplicate rows; pinned commits refuse it.
+#[tokio::test]
+async fn stale_commits_are_refused_not_reapplied() {
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("pinned", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    let ident = table_ident("kafka", "pinned").expect("ident");
+    env.produce(&topic, &["a", "b", "c"]).await;
+    let report = env.round().run(&topic).await.expect("round 1");
+    assert_eq!(report.rows, 3);
+    let stale = env.catalog.load_table(&ident).await.expect("table");
+    env.produce(&topic, &["d", "e"]).await;
+    assert_eq!(env.round().run(&topic).await.expect("round 2").rows, 2);
+    assert_eq!(env.table_rows(&ident).await, 5);
+
+    // A commit computed from the first snapshot must fail, not land on top.
+    let current = env.catalog.load_table(&ident).await.expect("table");
+    {
+        use futures::TryStreamExt;
+        let tasks: Vec<_> = current
+            .scan()
+            .build()
+            .expect("scan")
+            .plan_files()
+            .await
+            .expect("plan")
+            .try_collect()
+            .await
+            .expect("tasks");
+        assert_eq!(tasks.len(), 2, "one data file per round");
+    }
+    let props: HashMap<String, String> =
+        [(SUMMARY_OFFSETS.to_string(), "{\"0\":3}".to_string())].into();
+    let result = append_pinned(&env.catalog, &stale, Vec::new(), props).await;
+    assert!(result.is_err(), "a commit on a stale base must fail");
+    let after = env.catalog.load_table(&ident).await.expect("table");
+    assert_eq!(committed_offsets(&after).expect("offsets")[&0], 5);
+    assert_eq!(env.table_rows(&ident).await, 5);
+    // Nothing more to do: a further round adds nothing.
+    assert_eq!(env.round().run(&topic).await.expect("round 3").rows, 0);
+    let entries = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    assert!(entries
+        .iter()
+        .all(|e| matches!(e.location, Location::Table { .. })));
+}
+
+#[tokio::test]
+async fn an_uncommitted_round_is_discarded() {
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("orphans", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    env.produce(&topic, &["x"]).await;
+    // A round that wrote a file and recorded its intent, then died before committing.
+    let orphan_key = "warehouse/kafka/orphans/data/partition=0/orphan.parquet";
+    env.objects
+        .store
+        .put(
+            &env.objects.path(orphan_key),
+            Bytes::from_static(b"PAR1").into(),
+        )
+        .await
+        .expect("put");
+    env.meta
+        .set_round_intent(
+            topic.id,
+            &RoundIntent {
+                v: 1,
+                commit_id: "never-committed".into(),
+                files: vec![RoundFile {
+                    partition: 0,
+                    file: env.objects.url(orphan_key),
+                    first_offset: 0,
+                    last_offset: 0,
+                    rows: 1,
+                    max_timestamp: 0,
+                }],
+            },
+        )
+        .await
+        .expect("intent");
+    let report = env.round().run(&topic).await.expect("round");
+    assert!(report.resolved_intent);
+    assert_eq!(report.rows, 1);
+    assert!(env
+        .meta
+        .round_intent(topic.id)
+        .await
+        .expect("intent")
+        .is_none());
+    assert!(matches!(
+        env.objects.store.head(&env.objects.path(orphan_key)).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+    let ident = table_ident("kafka", "orphans").expect("ident");
+    assert_eq!(env.table_rows(&ident).await, 1);
+}
