@@ -294,7 +294,9 @@ async fn freshness(
             .await?;
     }
     let ident = table_ident(&namespace, &topic)?;
-    let visible: Arc<Mutex<Vec<(Instant, BTreeMap<i32, i64>)>>> = Arc::default();
+    // When each committed-offsets map was first seen.
+    type Seen = Vec<(Instant, BTreeMap<i32, i64>)>;
+    let visible: Arc<Mutex<Seen>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (visible, stop, catalog, ident) = (
