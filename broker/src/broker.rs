@@ -55,11 +55,13 @@ pub struct Broker {
     pub topics: Topics,
     pub log: Arc<Log>,
     pub appender: Appender,
+    pub groups: Arc<crate::groups::Coordinator>,
 }
 
 /// Background tasks to wait for at shutdown.
 pub struct Tasks {
     pub appender: JoinHandle<()>,
+    pub group_timers: JoinHandle<()>,
     pub compactor: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -76,6 +78,7 @@ impl Broker {
             path: settings.data_dir.display().to_string(),
             source,
         })?;
+        let shutdown_for_groups = shutdown.clone();
         let kv = kv::open(&settings.metadata, &settings.data_dir).await?;
         let meta = MetaStore::new(kv, Arc::new(SystemClock));
         let objects = Objects::open(&settings.object_store_url())?;
@@ -129,7 +132,19 @@ impl Broker {
             objects = %objects.display_url,
             "broker.open"
         );
+        let groups = Arc::new(crate::groups::Coordinator::new(
+            meta.clone(),
+            crate::groups::GroupConfig {
+                initial_rebalance_delay: std::time::Duration::from_millis(
+                    settings.group_initial_rebalance_delay_ms,
+                ),
+                min_session_timeout_ms: settings.group_min_session_timeout_ms,
+                max_session_timeout_ms: settings.group_max_session_timeout_ms,
+            },
+        ));
+        let group_timers = tokio::spawn(groups.clone().run_timers(shutdown_for_groups));
         let broker = Arc::new(Self {
+            groups,
             topics: Topics::new(meta.clone()),
             settings,
             cluster_id,
@@ -143,6 +158,7 @@ impl Broker {
             broker,
             Tasks {
                 appender: appender_task,
+                group_timers,
                 compactor,
             },
         ))

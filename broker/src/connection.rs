@@ -62,7 +62,7 @@ pub async fn serve(
                 break;
             }
         };
-        match api::dispatch(&broker, frame).await {
+        match api::dispatch(&broker, frame, peer).await {
             Ok(Some(response)) => {
                 if tx.send(response).await.is_err() {
                     break;

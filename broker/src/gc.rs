@@ -29,6 +29,7 @@ pub struct GcReport {
     pub purged_topics: usize,
     pub released_segments: usize,
     pub orphan_segments: usize,
+    pub expired_offsets: usize,
 }
 
 pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -64,6 +65,16 @@ pub async fn collect(broker: &Broker) -> Result<GcReport, GcError> {
     }
     let grace = broker.settings.segment_grace_ms as i64;
     let now = meta.now_ms();
+    // Committed offsets of groups without members expire (offsets.retention.minutes).
+    let active = broker.groups.active().await;
+    let idle: Vec<String> = meta
+        .group_ids()
+        .await?
+        .into_iter()
+        .filter(|g| !active.contains(g))
+        .collect();
+    let cutoff = now - (broker.settings.offsets_retention_minutes * 60_000) as i64;
+    report.expired_offsets = meta.expire_offsets(&idle, cutoff).await?;
     let store = &broker.objects.store;
     for candidate in meta.unreferenced_segments(now - grace).await? {
         let path = broker.objects.path(&segment_key(candidate.segment));

@@ -4,6 +4,7 @@
 //! one module per Kafka API) → the broker's components: [`topics`], [`appender`] (write
 //! path), [`log`] (read path), [`gc`].
 
+pub mod admin;
 pub mod api;
 pub mod appender;
 pub mod broker;
@@ -12,6 +13,7 @@ pub mod compaction;
 pub mod connection;
 pub mod errors;
 pub mod gc;
+pub mod groups;
 pub mod log;
 pub mod server;
 pub mod settings;

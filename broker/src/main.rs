@@ -51,6 +51,46 @@ enum Command {
     Compactor(SettingsArgs),
     /// Print the effective settings (after file, environment and flags) as TOML.
     Settings(SettingsArgs),
+    /// Consumer groups: list, describe, reset offsets (replay).
+    Groups {
+        /// A broker to talk to.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsCommand {
+    /// Every group and its state.
+    List,
+    /// A group's state and committed offsets (and lag) on a topic.
+    Describe {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Moves a group's offsets on a topic (the group must have no active members).
+    Reset {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        #[arg(long, group = "target")]
+        to_offset: Option<i64>,
+        /// Milliseconds since the epoch or `YYYY-MM-DDTHH:MM:SS[.mmm]Z`.
+        #[arg(long, group = "target")]
+        to_datetime: Option<String>,
+        /// Commit the new offsets (without it, only print them).
+        #[arg(long)]
+        execute: bool,
+    },
 }
 
 impl SettingsArgs {
@@ -97,6 +137,12 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&settings)?);
             Ok(())
         }
+        Command::Groups { bootstrap, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(groups(&bootstrap, command))
+        }
         Command::Compactor(args) => {
             let settings = args.load()?;
             tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +169,38 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+async fn groups(bootstrap: &str, command: GroupsCommand) -> anyhow::Result<()> {
+    use icestream::admin::{self, ResetTo};
+    match command {
+        GroupsCommand::List => admin::list(bootstrap).await,
+        GroupsCommand::Describe { group, topic } => {
+            admin::describe(bootstrap, &group, &topic).await
+        }
+        GroupsCommand::Reset {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            to_datetime,
+            execute,
+        } => {
+            let to = match (to_earliest, to_latest, to_offset, to_datetime) {
+                (true, _, _, _) => ResetTo::Earliest,
+                (_, true, _, _) => ResetTo::Latest,
+                (_, _, Some(o), _) => ResetTo::Offset(o),
+                (_, _, _, Some(t)) => ResetTo::Timestamp(admin::parse_time(&t)?),
+                _ => anyhow::bail!(
+                    "give one of --to-earliest, --to-latest, --to-offset, --to-datetime"
+                ),
+            };
+            admin::reset(bootstrap, &group, &topic, to, execute)
+                .await
+                .map(|_| ())
+        }
+    }
 }
 
 async fn compactor(settings: Settings) -> anyhow::Result<()> {

@@ -99,6 +99,16 @@ pub struct Settings {
     pub keep_snapshots: usize,
     /// Default `retention.ms` of topics (Kafka's `log.retention.ms`); -1 keeps forever.
     pub log_retention_ms: i64,
+
+    /// Kafka's `group.initial.rebalance.delay.ms`: a new group's first rebalance waits this
+    /// long for more members.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka's `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Kafka's `offsets.retention.minutes`: committed offsets of groups without members
+    /// expire after this long.
+    pub offsets_retention_minutes: u64,
 }
 
 /// Every key of [`Settings`] (checked against serde's view by a test).
@@ -132,6 +142,10 @@ pub const KEYS: &[&str] = &[
     "snapshot_retention_ms",
     "keep_snapshots",
     "log_retention_ms",
+    "group_initial_rebalance_delay_ms",
+    "group_min_session_timeout_ms",
+    "group_max_session_timeout_ms",
+    "offsets_retention_minutes",
 ];
 
 impl Default for Settings {
@@ -166,6 +180,10 @@ impl Default for Settings {
             snapshot_retention_ms: 60 * 60 * 1000,
             keep_snapshots: 10,
             log_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }

@@ -22,6 +22,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 1, 4),
     (ApiKey::CreatePartitions, 0, 0, 3),
     (ApiKey::DescribeCluster, 0, 0, 2),
+    (ApiKey::JoinGroup, 0, 0, 9),
+    (ApiKey::SyncGroup, 0, 0, 5),
+    (ApiKey::Heartbeat, 0, 0, 4),
+    (ApiKey::LeaveGroup, 0, 0, 5),
+    (ApiKey::OffsetCommit, 2, 2, 9),
+    (ApiKey::OffsetFetch, 1, 1, 9),
+    (ApiKey::ListGroups, 0, 0, 5),
+    (ApiKey::DescribeGroups, 0, 0, 5),
+    (ApiKey::DeleteGroups, 0, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0, 0),
 ];
 
 /// The versions of `api` icestream decodes, if it serves it at all.

@@ -4,18 +4,29 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
 mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -66,6 +77,7 @@ pub struct Context {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<StrBytes>,
+    pub peer: SocketAddr,
 }
 
 fn peek_i16(frame: &[u8], at: usize) -> i16 {
@@ -78,6 +90,7 @@ fn peek_i16(frame: &[u8], at: usize) -> i16 {
 pub async fn dispatch(
     broker: &Arc<Broker>,
     mut frame: Bytes,
+    peer: SocketAddr,
 ) -> Result<Option<ResponseFuture>, DispatchError> {
     if frame.len() < 8 {
         return Err(DispatchError::Short(frame.len()));
@@ -118,6 +131,7 @@ pub async fn dispatch(
         version,
         correlation_id,
         client_id: header.client_id,
+        peer,
     };
     let b = broker.clone();
     let future: ResponseFuture = match request {
@@ -157,6 +171,36 @@ pub async fn dispatch(
         }),
         RequestKind::OffsetForLeaderEpoch(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&b, req).await)
+        }),
+        RequestKind::JoinGroup(req) => respond(ctx.clone(), async move {
+            ResponseKind::JoinGroup(join_group::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::SyncGroup(req) => respond(ctx.clone(), async move {
+            ResponseKind::SyncGroup(sync_group::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::Heartbeat(req) => respond(ctx.clone(), async move {
+            ResponseKind::Heartbeat(heartbeat::handle(&b, req).await)
+        }),
+        RequestKind::LeaveGroup(req) => respond(ctx.clone(), async move {
+            ResponseKind::LeaveGroup(leave_group::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::OffsetCommit(req) => respond(ctx.clone(), async move {
+            ResponseKind::OffsetCommit(offset_commit::handle(&b, req).await)
+        }),
+        RequestKind::OffsetFetch(req) => respond(ctx.clone(), async move {
+            ResponseKind::OffsetFetch(offset_fetch::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::ListGroups(req) => respond(ctx.clone(), async move {
+            ResponseKind::ListGroups(list_groups::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::DescribeGroups(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeGroups(describe_groups::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::DeleteGroups(req) => respond(ctx.clone(), async move {
+            ResponseKind::DeleteGroups(delete_groups::handle(&b, req).await)
+        }),
+        RequestKind::OffsetDelete(req) => respond(ctx.clone(), async move {
+            ResponseKind::OffsetDelete(offset_delete::handle(&b, req).await)
         }),
         other => {
             // `handled` only lets through the APIs matched above.

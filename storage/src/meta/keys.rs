@@ -14,6 +14,8 @@
 //! | `z` | transactional id                      | producer id and epoch          |
 //! | `l` | lease name                            | lease holder and expiry (JSON) |
 //! | `k` | topic id                              | compaction round intent (JSON) |
+//! | `g` | group id                              | consumer group record (JSON)   |
+//! | `o` | group (u16 length + id), topic id, partition | committed offset        |
 
 use uuid::Uuid;
 

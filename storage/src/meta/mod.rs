@@ -8,6 +8,7 @@
 
 mod cluster;
 mod compaction;
+mod groups;
 mod keys;
 mod log;
 mod producers;
@@ -23,6 +24,7 @@ use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
 pub use compaction::{RoundFile, RoundIntent};
+pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
     AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
     UnitOutcome,

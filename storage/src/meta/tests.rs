@@ -481,3 +481,61 @@ async fn swap_replaces_wal_entries_and_releases_segments() {
             == 30
     );
 }
+
+#[tokio::test]
+async fn group_offsets_and_records() {
+    let (_d, meta, _) = store();
+    let t = Uuid::new_v4();
+    let o = |offset| CommittedOffset {
+        offset,
+        leader_epoch: 0,
+        metadata: Some("m".into()),
+        commit_ms: NOW,
+    };
+    meta.commit_offsets("g1", vec![(t, 0, o(10)), (t, 1, o(20))])
+        .await
+        .expect("commit");
+    meta.commit_offsets("g2", vec![(t, 0, o(5))])
+        .await
+        .expect("commit");
+    let all = meta.fetch_offsets("g1", None).await.expect("fetch");
+    assert_eq!(all.len(), 2);
+    let some = meta
+        .fetch_offsets("g1", Some(vec![(t, 1), (t, 9)]))
+        .await
+        .expect("fetch");
+    assert_eq!(some, vec![(t, 1, o(20))]);
+    let record = GroupRecord {
+        v: GroupRecord::VERSION,
+        group_id: "g3".into(),
+        protocol_type: Some("consumer".into()),
+        protocol: Some("range".into()),
+        generation: 4,
+        leader: None,
+        members: vec![],
+        saved_ms: NOW,
+    };
+    meta.save_group(&record).await.expect("save");
+    assert_eq!(meta.load_group("g3").await.expect("load"), Some(record));
+    assert_eq!(
+        meta.group_ids().await.expect("ids"),
+        vec!["g1".to_string(), "g2".to_string(), "g3".to_string()]
+    );
+    meta.delete_group("g1").await.expect("delete");
+    assert!(meta
+        .fetch_offsets("g1", None)
+        .await
+        .expect("fetch")
+        .is_empty());
+    assert_eq!(
+        meta.expire_offsets(&["g2".into()], NOW + 1)
+            .await
+            .expect("expire"),
+        1
+    );
+    assert!(meta
+        .fetch_offsets("g2", None)
+        .await
+        .expect("fetch")
+        .is_empty());
+}

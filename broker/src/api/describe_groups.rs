@@ -1,0 +1,59 @@
+//! DescribeGroups: state, protocol and members with their subscriptions and assignments.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Context;
+use crate::broker::Broker;
+use crate::errors;
+use crate::groups::State;
+
+pub async fn handle(
+    broker: &Broker,
+    ctx: &Context,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for id in req.groups {
+        let mut g = DescribedGroup::default().with_group_id(id.clone());
+        if ctx.version >= 3 {
+            g = g.with_authorized_operations(i32::MIN);
+        }
+        match broker.groups.view(&id.0).await {
+            Err(e) => g = g.with_error_code(errors::meta_retriable(&e).code()),
+            Ok(None) => {
+                g = g
+                    .with_group_state(StrBytes::from_static_str(State::Dead.name()))
+                    .with_protocol_type(StrBytes::new())
+            }
+            Ok(Some(view)) => {
+                g = g
+                    .with_group_state(StrBytes::from_static_str(view.state.name()))
+                    .with_protocol_type(StrBytes::from_string(view.protocol_type))
+                    .with_protocol_data(StrBytes::from_string(view.protocol))
+                    .with_members(
+                        view.members
+                            .into_iter()
+                            .map(|m| {
+                                let mut dm = DescribedGroupMember::default()
+                                    .with_member_id(StrBytes::from_string(m.member_id))
+                                    .with_client_id(StrBytes::from_string(m.client_id))
+                                    .with_client_host(StrBytes::from_string(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment);
+                                if ctx.version >= 4 {
+                                    dm = dm.with_group_instance_id(
+                                        m.instance_id.map(StrBytes::from_string),
+                                    );
+                                }
+                                dm
+                            })
+                            .collect(),
+                    );
+            }
+        }
+        groups.push(g);
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}

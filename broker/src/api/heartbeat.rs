@@ -1,0 +1,16 @@
+//! Heartbeat: keeps a member's session alive and tells it when to rejoin.
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use crate::broker::Broker;
+
+pub async fn handle(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse {
+    match broker
+        .groups
+        .heartbeat(&req.group_id.0, req.generation_id, &req.member_id)
+        .await
+    {
+        Ok(()) => HeartbeatResponse::default(),
+        Err(e) => HeartbeatResponse::default().with_error_code(e.code()),
+    }
+}

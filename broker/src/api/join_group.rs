@@ -1,0 +1,19 @@
+//! JoinGroup: the classic protocol's join barrier (see `crate::groups`).
+
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
+
+use super::Context;
+use crate::broker::Broker;
+use crate::groups::ClientInfo;
+
+pub async fn handle(broker: &Broker, ctx: &Context, req: JoinGroupRequest) -> JoinGroupResponse {
+    let client = ClientInfo {
+        client_id: ctx
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", ctx.peer.ip()),
+    };
+    broker.groups.join(req, ctx.version, client).await
+}

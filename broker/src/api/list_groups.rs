@@ -1,0 +1,46 @@
+//! ListGroups: every group with members, a record or committed offsets.
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Context;
+use crate::broker::Broker;
+use crate::errors;
+
+pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse {
+    match broker.groups.list().await {
+        Err(e) => ListGroupsResponse::default().with_error_code(errors::meta_retriable(&e).code()),
+        Ok(groups) => ListGroupsResponse::default().with_groups(
+            groups
+                .into_iter()
+                .filter(|(_, _, state)| {
+                    req.states_filter.is_empty()
+                        || req
+                            .states_filter
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(state.name()))
+                })
+                .filter(|_| {
+                    req.types_filter.is_empty()
+                        || req
+                            .types_filter
+                            .iter()
+                            .any(|t| t.eq_ignore_ascii_case("classic"))
+                })
+                .map(|(id, protocol_type, state)| {
+                    let mut g = ListedGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_string(id)))
+                        .with_protocol_type(StrBytes::from_string(protocol_type));
+                    if ctx.version >= 4 {
+                        g = g.with_group_state(StrBytes::from_static_str(state.name()));
+                    }
+                    if ctx.version >= 5 {
+                        g = g.with_group_type(StrBytes::from_static_str("classic"));
+                    }
+                    g
+                })
+                .collect(),
+        ),
+    }
+}

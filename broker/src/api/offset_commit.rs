@@ -1,0 +1,96 @@
+//! OffsetCommit: validated against the group's generation, durable in the metadata store
+//! before the response.
+
+use icestream_storage::meta::CommittedOffset;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+
+type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
+use crate::errors;
+
+/// Kafka's `offset.metadata.max.bytes`.
+const MAX_METADATA: usize = 4096;
+
+pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = req.group_id.0.to_string();
+    let check = broker
+        .groups
+        .check_commit(&group, req.generation_id_or_member_epoch, &req.member_id)
+        .await;
+    let now = broker.meta.now_ms();
+    let mut to_store = Vec::new();
+    // (topic name, [(partition, error)])
+    let mut results: Vec<(TopicName, PartitionErrors)> = Vec::new();
+    for t in &req.topics {
+        let topic = broker.topics.get(&t.name.0).await;
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let error = match (&check, &topic) {
+                (Err(e), _) => Some(*e),
+                (_, Err(e)) => Some(errors::meta_retriable(e)),
+                (_, Ok(None)) => Some(ResponseError::UnknownTopicOrPartition),
+                (_, Ok(Some(topic)))
+                    if p.partition_index < 0 || p.partition_index >= topic.partitions =>
+                {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                _ if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > MAX_METADATA) =>
+                {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                }
+                (_, Ok(Some(topic))) => {
+                    to_store.push((
+                        topic.id,
+                        p.partition_index,
+                        CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                            commit_ms: now,
+                        },
+                    ));
+                    None
+                }
+            };
+            parts.push((p.partition_index, error));
+        }
+        results.push((t.name.clone(), parts));
+    }
+    let stored = if to_store.is_empty() {
+        Ok(())
+    } else {
+        broker.meta.commit_offsets(&group, to_store).await
+    };
+    let store_error = stored.err().map(|e| {
+        tracing::warn!(group = %group, error = %e, "offset commit failed");
+        errors::meta_retriable(&e)
+    });
+    OffsetCommitResponse::default().with_topics(
+        results
+            .into_iter()
+            .map(|(name, parts)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, e)| {
+                                let e = e.or(store_error);
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(e.map_or(0, |e| e.code()))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,1013 @@
+//! The classic group coordinator: join barrier, leader election, assignment hand-off,
+//! heartbeats, session expiry, static members, and the group record saved to the
+//! metadata store at every stable point (so a restarted or new coordinator resumes).
+//!
+//! Each group is a small state machine behind its own lock; JoinGroup and SyncGroup
+//! requests park a oneshot sender in their member and are answered when the barrier
+//! completes (all known members rejoined, or the rebalance timeout passed).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use icestream_storage::meta::{GroupRecord, StoredMember};
+use icestream_storage::{MetaError, MetaStore};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{
+    JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::{oneshot, Mutex};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Kafka's `group.initial.rebalance.delay.ms`: how long a new group waits for more
+    /// members before its first rebalance completes.
+    pub initial_rebalance_delay: Duration,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+            State::Dead => "Dead",
+        }
+    }
+}
+
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocol_type: String,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_waiter: Option<(oneshot::Sender<JoinGroupResponse>, i16)>,
+    sync_waiter: Option<oneshot::Sender<SyncGroupResponse>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Group {
+    id: String,
+    state: State,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394), not yet joined.
+    pending: HashSet<String>,
+    /// When the join barrier (or the wait for the leader's SyncGroup) gives up.
+    deadline: Option<Instant>,
+    /// The initial delay of a new group may be extended up to this point.
+    initial_limit: Option<Instant>,
+}
+
+/// A snapshot of a group for DescribeGroups.
+pub struct GroupView {
+    pub state: State,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+pub struct MemberView {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn join_error(code: ResponseError, member_id: &str, version: i16) -> JoinGroupResponse {
+    let mut r = JoinGroupResponse::default()
+        .with_error_code(code.code())
+        .with_generation_id(-1)
+        .with_member_id(s(member_id));
+    if version >= 7 {
+        r = r.with_protocol_name(None);
+    }
+    r
+}
+
+fn sync_error(code: ResponseError) -> SyncGroupResponse {
+    SyncGroupResponse::default().with_error_code(code.code())
+}
+
+impl Group {
+    fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            state: State::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            deadline: None,
+            initial_limit: None,
+        }
+    }
+
+    fn from_record(r: GroupRecord) -> Self {
+        let now = Instant::now();
+        let members: BTreeMap<String, Member> = r
+            .members
+            .into_iter()
+            .map(|m| {
+                (
+                    m.member_id.clone(),
+                    Member {
+                        id: m.member_id,
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                        rebalance_timeout: Duration::from_millis(
+                            m.rebalance_timeout_ms.max(0) as u64
+                        ),
+                        protocol_type: r.protocol_type.clone().unwrap_or_default(),
+                        protocols: m
+                            .protocols
+                            .into_iter()
+                            .map(|(n, b)| (n, Bytes::from(b)))
+                            .collect(),
+                        assignment: Bytes::from(m.assignment),
+                        // Members get a full session to reach the new coordinator.
+                        last_heartbeat: now,
+                        join_waiter: None,
+                        sync_waiter: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            id: r.group_id,
+            state: if members.is_empty() {
+                State::Empty
+            } else {
+                State::Stable
+            },
+            protocol_type: r.protocol_type,
+            protocol: r.protocol,
+            generation: r.generation,
+            leader: r.leader,
+            members,
+            pending: HashSet::new(),
+            deadline: None,
+            initial_limit: None,
+        }
+    }
+
+    fn record(&self, now_ms: i64) -> GroupRecord {
+        GroupRecord {
+            v: GroupRecord::VERSION,
+            group_id: self.id.clone(),
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            generation: self.generation,
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .values()
+                .map(|m| StoredMember {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+            saved_ms: now_ms,
+        }
+    }
+
+    fn rebalance_timeout(&self) -> Duration {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    /// Starts (or continues) a rebalance: members must rejoin before the deadline.
+    fn prepare_rebalance(&mut self, config: &GroupConfig) {
+        // Members waiting for a SyncGroup answer must rejoin.
+        for m in self.members.values_mut() {
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(sync_error(ResponseError::RebalanceInProgress));
+            }
+        }
+        let now = Instant::now();
+        if self.state == State::Empty {
+            // A new group waits a little for more members (group.initial.rebalance.delay.ms).
+            self.deadline = Some(now + config.initial_rebalance_delay);
+            self.initial_limit = Some(now + self.rebalance_timeout());
+        } else if self.state != State::PreparingRebalance {
+            self.deadline = Some(now + self.rebalance_timeout());
+            self.initial_limit = None;
+        }
+        self.state = State::PreparingRebalance;
+    }
+
+    /// True when every member has rejoined, so the barrier need not wait for the deadline
+    /// (except during a new group's initial delay).
+    fn all_joined(&self) -> bool {
+        self.initial_limit.is_none() && self.members.values().all(|m| m.join_waiter.is_some())
+    }
+
+    /// Completes the join barrier: drops members that did not rejoin, picks the protocol
+    /// and the leader, bumps the generation and answers every waiting JoinGroup.
+    fn complete_join(&mut self) {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_waiter.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in gone {
+            self.members.remove(&id);
+        }
+        self.deadline = None;
+        self.initial_limit = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        }
+        // Vote: each member's most preferred protocol among those all members support.
+        let mut candidates: Option<HashSet<String>> = None;
+        for m in self.members.values() {
+            let names: HashSet<String> = m.protocols.iter().map(|(n, _)| n.clone()).collect();
+            candidates = Some(match candidates {
+                None => names,
+                Some(c) => c.intersection(&names).cloned().collect(),
+            });
+        }
+        let candidates = candidates.unwrap_or_default();
+        let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                *votes.entry(n.clone()).or_default() += 1;
+            }
+        }
+        let protocol = votes
+            .into_iter()
+            .max_by_key(|(_, v)| *v)
+            .map(|(n, _)| n)
+            .unwrap_or_default();
+        self.protocol = Some(protocol.clone());
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        self.state = State::CompletingRebalance;
+        self.deadline = Some(Instant::now() + self.rebalance_timeout());
+        let all: Vec<JoinGroupResponseMember> = self
+            .members
+            .values()
+            .map(|m| {
+                JoinGroupResponseMember::default()
+                    .with_member_id(s(&m.id))
+                    .with_group_instance_id(m.instance_id.as_deref().map(s))
+                    .with_metadata(m.metadata_for(&protocol))
+            })
+            .collect();
+        let generation = self.generation;
+        let protocol_type = self.protocol_type.clone();
+        for m in self.members.values_mut() {
+            m.last_heartbeat = Instant::now();
+            if let Some((w, version)) = m.join_waiter.take() {
+                let mut r = JoinGroupResponse::default()
+                    .with_generation_id(generation)
+                    .with_protocol_name(Some(s(&protocol)))
+                    .with_leader(s(&leader))
+                    .with_member_id(s(&m.id));
+                if version >= 7 {
+                    r = r.with_protocol_type(protocol_type.as_deref().map(s));
+                }
+                if m.id == leader {
+                    let members = all
+                        .iter()
+                        .cloned()
+                        .map(|mut jm| {
+                            if version < 5 {
+                                jm.group_instance_id = None;
+                            }
+                            jm
+                        })
+                        .collect();
+                    r = r.with_members(members);
+                }
+                let _ = w.send(r);
+            }
+        }
+    }
+
+    fn remove_member(&mut self, id: &str, config: &GroupConfig) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some((w, version)) = m.join_waiter {
+                let _ = w.send(join_error(ResponseError::UnknownMemberId, id, version));
+            }
+            if let Some(w) = m.sync_waiter {
+                let _ = w.send(sync_error(ResponseError::UnknownMemberId));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+        match self.state {
+            State::Empty | State::Dead => {}
+            _ if self.members.is_empty() => {
+                self.state = State::Empty;
+                self.generation += 1;
+                self.deadline = None;
+                self.protocol = None;
+            }
+            State::PreparingRebalance => {
+                if self.all_joined() {
+                    self.complete_join();
+                }
+            }
+            _ => self.prepare_rebalance(config),
+        }
+    }
+
+    pub fn view(&self) -> GroupView {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupView {
+            state: self.state,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            protocol,
+        }
+    }
+}
+
+/// Where a JoinGroup comes from.
+pub struct ClientInfo {
+    pub client_id: String,
+    pub client_host: String,
+}
+
+pub struct Coordinator {
+    meta: MetaStore,
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+}
+
+impl Coordinator {
+    pub fn new(meta: MetaStore, config: GroupConfig) -> Self {
+        Self {
+            meta,
+            config,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The group, loaded from its record on first use.
+    async fn group(&self, id: &str) -> Result<Arc<Mutex<Group>>, MetaError> {
+        if let Some(g) = self.groups.lock().await.get(id) {
+            return Ok(g.clone());
+        }
+        let loaded = match self.meta.load_group(id).await? {
+            Some(r) => Group::from_record(r),
+            None => Group::new(id),
+        };
+        let mut groups = self.groups.lock().await;
+        Ok(groups
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(loaded)))
+            .clone())
+    }
+
+    /// The group if it exists in memory or as a record.
+    pub async fn existing(&self, id: &str) -> Result<Option<Arc<Mutex<Group>>>, MetaError> {
+        if let Some(g) = self.groups.lock().await.get(id) {
+            return Ok(Some(g.clone()));
+        }
+        if self.meta.load_group(id).await?.is_some() {
+            return self.group(id).await.map(Some);
+        }
+        Ok(None)
+    }
+
+    async fn save(&self, group: &Group) {
+        if let Err(e) = self
+            .meta
+            .save_group(&group.record(self.meta.now_ms()))
+            .await
+        {
+            tracing::warn!(group = %group.id, error = %e, "saving the group record failed");
+        }
+    }
+
+    pub async fn join(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client: ClientInfo,
+    ) -> JoinGroupResponse {
+        let group_id = req.group_id.0.to_string();
+        let member_id = req.member_id.to_string();
+        if group_id.is_empty() {
+            return join_error(ResponseError::InvalidGroupId, &member_id, version);
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return join_error(ResponseError::InvalidSessionTimeout, &member_id, version);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return join_error(
+                ResponseError::InconsistentGroupProtocol,
+                &member_id,
+                version,
+            );
+        }
+        let group = match self.group(&group_id).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(group = %group_id, error = %e, "loading group failed");
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id, version);
+            }
+        };
+        let rx = {
+            let mut g = group.lock().await;
+            if g.state == State::Dead {
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id, version);
+            }
+            let protocol_type = req.protocol_type.to_string();
+            let protocols: Vec<(String, Bytes)> = req
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect();
+            if !g.members.is_empty() {
+                let same_type = g.protocol_type.as_deref() == Some(protocol_type.as_str());
+                let shared = g.members.values().all(|m| {
+                    m.protocols
+                        .iter()
+                        .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
+                });
+                if !same_type || !shared {
+                    return join_error(
+                        ResponseError::InconsistentGroupProtocol,
+                        &member_id,
+                        version,
+                    );
+                }
+            }
+            let instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
+            let mut id = member_id.clone();
+            if id.is_empty() {
+                id = format!("{}-{}", client.client_id, uuid::Uuid::new_v4());
+                if let Some(instance) = &instance_id {
+                    // A static member coming back fences its previous incarnation.
+                    let old: Option<String> = g
+                        .members
+                        .values()
+                        .find(|m| m.instance_id.as_ref() == Some(instance))
+                        .map(|m| m.id.clone());
+                    if let Some(old) = old {
+                        if let Some(mut m) = g.members.remove(&old) {
+                            if let Some((w, v)) = m.join_waiter.take() {
+                                let _ =
+                                    w.send(join_error(ResponseError::FencedInstanceId, &old, v));
+                            }
+                            m.id = id.clone();
+                            if g.leader.as_deref() == Some(old.as_str()) {
+                                g.leader = Some(id.clone());
+                            }
+                            g.members.insert(id.clone(), m);
+                        }
+                    }
+                } else if version >= 4 {
+                    // KIP-394: the member must come back with the id we give it.
+                    g.pending.insert(id.clone());
+                    return join_error(ResponseError::MemberIdRequired, &id, version);
+                }
+            } else if !g.members.contains_key(&id) && !g.pending.contains(&id) {
+                return join_error(ResponseError::UnknownMemberId, &id, version);
+            }
+            g.pending.remove(&id);
+            let (tx, rx) = oneshot::channel();
+            let session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
+            let rebalance_timeout = Duration::from_millis(if version >= 1 {
+                req.rebalance_timeout_ms.max(0) as u64
+            } else {
+                req.session_timeout_ms as u64
+            });
+            let existing_same = g.members.get(&id).is_some_and(|m| m.protocols == protocols);
+            let member = g.members.entry(id.clone()).or_insert_with(|| Member {
+                id: id.clone(),
+                instance_id: instance_id.clone(),
+                client_id: client.client_id.clone(),
+                client_host: client.client_host.clone(),
+                session_timeout,
+                rebalance_timeout,
+                protocol_type: protocol_type.clone(),
+                protocols: protocols.clone(),
+                assignment: Bytes::new(),
+                last_heartbeat: Instant::now(),
+                join_waiter: None,
+                sync_waiter: None,
+            });
+            member.session_timeout = session_timeout;
+            member.rebalance_timeout = rebalance_timeout;
+            member.protocols = protocols;
+            member.protocol_type = protocol_type.clone();
+            member.last_heartbeat = Instant::now();
+            if let Some((old, v)) = member.join_waiter.replace((tx, version)) {
+                let _ = old.send(join_error(ResponseError::UnknownMemberId, &id, v));
+            }
+            if g.members.len() == 1 {
+                g.protocol_type = Some(protocol_type);
+            }
+            match g.state {
+                State::Stable if existing_same && g.leader.as_deref() != Some(id.as_str()) => {
+                    // A follower rejoining unchanged gets the current generation, without
+                    // a rebalance (as Kafka does).
+                    let generation = g.generation;
+                    let protocol = g.protocol.clone().unwrap_or_default();
+                    let leader = g.leader.clone().unwrap_or_default();
+                    let protocol_type = g.protocol_type.clone();
+                    if let Some((w, v)) = g.members.get_mut(&id).and_then(|m| m.join_waiter.take())
+                    {
+                        let mut r = JoinGroupResponse::default()
+                            .with_generation_id(generation)
+                            .with_protocol_name(Some(s(&protocol)))
+                            .with_leader(s(&leader))
+                            .with_member_id(s(&id));
+                        if v >= 7 {
+                            r = r.with_protocol_type(protocol_type.as_deref().map(s));
+                        }
+                        let _ = w.send(r);
+                    }
+                }
+                State::PreparingRebalance => {
+                    if let Some(limit) = g.initial_limit {
+                        // New members extend a new group's initial delay.
+                        let next =
+                            (Instant::now() + self.config.initial_rebalance_delay).min(limit);
+                        g.deadline = Some(next);
+                    }
+                }
+                _ => g.prepare_rebalance(&self.config),
+            }
+            if g.all_joined() {
+                g.complete_join();
+            }
+            rx
+        };
+        rx.await
+            .unwrap_or_else(|_| join_error(ResponseError::RebalanceInProgress, &member_id, version))
+    }
+
+    pub async fn sync(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+        let group_id = req.group_id.0.to_string();
+        let member_id = req.member_id.to_string();
+        let group = match self.existing(&group_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return sync_error(ResponseError::UnknownMemberId),
+            Err(_) => return sync_error(ResponseError::CoordinatorNotAvailable),
+        };
+        let (rx, to_save) = {
+            let mut g = group.lock().await;
+            if !g.members.contains_key(&member_id) {
+                return sync_error(ResponseError::UnknownMemberId);
+            }
+            if req.generation_id != g.generation {
+                return sync_error(ResponseError::IllegalGeneration);
+            }
+            if version >= 5 {
+                let type_ok = req
+                    .protocol_type
+                    .as_ref()
+                    .is_none_or(|t| Some(t.as_str()) == g.protocol_type.as_deref());
+                let name_ok = req
+                    .protocol_name
+                    .as_ref()
+                    .is_none_or(|n| Some(n.as_str()) == g.protocol.as_deref());
+                if !type_ok || !name_ok {
+                    return sync_error(ResponseError::InconsistentGroupProtocol);
+                }
+            }
+            let respond = |g: &Group, m: &str| {
+                let mut r = SyncGroupResponse::default().with_assignment(
+                    g.members
+                        .get(m)
+                        .map(|m| m.assignment.clone())
+                        .unwrap_or_default(),
+                );
+                if version >= 5 {
+                    r = r
+                        .with_protocol_type(g.protocol_type.as_deref().map(s))
+                        .with_protocol_name(g.protocol.as_deref().map(s));
+                }
+                r
+            };
+            match g.state {
+                State::Empty | State::Dead => return sync_error(ResponseError::UnknownMemberId),
+                State::PreparingRebalance => return sync_error(ResponseError::RebalanceInProgress),
+                State::Stable => return respond(&g, &member_id),
+                State::CompletingRebalance => {}
+            }
+            if g.leader.as_deref() == Some(member_id.as_str()) {
+                let mut assignments: HashMap<String, Bytes> = req
+                    .assignments
+                    .into_iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment))
+                    .collect();
+                for m in g.members.values_mut() {
+                    m.assignment = assignments.remove(&m.id).unwrap_or_default();
+                }
+                g.state = State::Stable;
+                g.deadline = None;
+                let waiting: Vec<String> = g
+                    .members
+                    .values()
+                    .filter(|m| m.sync_waiter.is_some())
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in waiting {
+                    let r = respond(&g, &id);
+                    if let Some(w) = g.members.get_mut(&id).and_then(|m| m.sync_waiter.take()) {
+                        let _ = w.send(r);
+                    }
+                }
+                let r = respond(&g, &member_id);
+                (None, Some((g.record(self.meta.now_ms()), r)))
+            } else {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = g.members.get_mut(&member_id) {
+                    m.last_heartbeat = Instant::now();
+                    m.sync_waiter = Some(tx);
+                }
+                (Some(rx), None)
+            }
+        };
+        if let Some((record, response)) = to_save {
+            if let Err(e) = self.meta.save_group(&record).await {
+                tracing::warn!(group = %group_id, error = %e, "saving the group record failed");
+            }
+            return response;
+        }
+        match rx {
+            Some(rx) => rx
+                .await
+                .unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress)),
+            None => sync_error(ResponseError::UnknownServerError),
+        }
+    }
+
+    /// A member's heartbeat; `Ok` or the error to answer.
+    pub async fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<(), ResponseError> {
+        let group = match self.existing(group_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Err(ResponseError::UnknownMemberId),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        let mut g = group.lock().await;
+        let state = g.state;
+        let current = g.generation;
+        let Some(m) = g.members.get_mut(member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        m.last_heartbeat = Instant::now();
+        if generation != current {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        match state {
+            State::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            State::Empty | State::Dead => Err(ResponseError::UnknownMemberId),
+            State::CompletingRebalance | State::Stable => Ok(()),
+        }
+    }
+
+    /// Removes members; each is identified by member id, or by instance id for static
+    /// members. Returns the error of each.
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let group = match self.existing(group_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return Err(ResponseError::UnknownMemberId),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        let mut g = group.lock().await;
+        let mut results = Vec::with_capacity(members.len());
+        for (member_id, instance_id) in members {
+            let id = match &instance_id {
+                Some(instance) => g
+                    .members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(instance))
+                    .map(|m| m.id.clone())
+                    .filter(|id| member_id.is_empty() || *id == member_id),
+                None => g
+                    .members
+                    .contains_key(&member_id)
+                    .then_some(member_id.clone()),
+            };
+            match id {
+                Some(id) => {
+                    g.remove_member(&id, &self.config);
+                    results.push(None);
+                }
+                None => results.push(Some(ResponseError::UnknownMemberId)),
+            }
+        }
+        self.save(&g).await;
+        Ok(results)
+    }
+
+    /// Checks that an OffsetCommit may be applied (Kafka's rules for classic groups).
+    pub async fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<(), ResponseError> {
+        let group = match self.existing(group_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) if generation < 0 => return Ok(()),
+            Ok(None) => return Err(ResponseError::IllegalGeneration),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        let mut g = group.lock().await;
+        if generation < 0 && g.state == State::Empty {
+            return Ok(());
+        }
+        if g.state == State::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        let current = g.generation;
+        let Some(m) = g.members.get_mut(member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        if generation != current {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        m.last_heartbeat = Instant::now();
+        Ok(())
+    }
+
+    pub async fn view(&self, group_id: &str) -> Result<Option<GroupView>, MetaError> {
+        match self.existing(group_id).await? {
+            Some(g) => Ok(Some(g.lock().await.view())),
+            None => Ok(None),
+        }
+    }
+
+    /// (group, protocol type, state) of every group this coordinator knows.
+    pub async fn list(&self) -> Result<Vec<(String, String, State)>, MetaError> {
+        let mut out = BTreeMap::new();
+        for id in self.meta.group_ids().await? {
+            out.insert(id, (String::new(), State::Empty));
+        }
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = self
+            .groups
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, g) in groups {
+            let g = g.lock().await;
+            if g.state == State::Dead {
+                out.remove(&id);
+                continue;
+            }
+            out.insert(id, (g.protocol_type.clone().unwrap_or_default(), g.state));
+        }
+        Ok(out.into_iter().map(|(k, (t, s))| (k, t, s)).collect())
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub async fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
+        let group = match self.existing(group_id).await {
+            Ok(g) => g,
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        let has_offsets = match self.meta.fetch_offsets(group_id, None).await {
+            Ok(o) => !o.is_empty(),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
+        };
+        if let Some(g) = &group {
+            let mut g = g.lock().await;
+            if !g.members.is_empty() {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            g.state = State::Dead;
+        } else if !has_offsets {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        if let Err(e) = self.meta.delete_group(group_id).await {
+            tracing::warn!(group = %group_id, error = %e, "deleting group failed");
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        self.groups.lock().await.remove(group_id);
+        Ok(())
+    }
+
+    /// Groups with members right now (their offsets never expire).
+    pub async fn active(&self) -> Vec<String> {
+        let groups: Vec<(String, Arc<Mutex<Group>>)> = self
+            .groups
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (id, g) in groups {
+            if !g.lock().await.members.is_empty() {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// Topics the members of a group subscribe to (consumer protocol), for OffsetDelete.
+    pub async fn subscribed_topics(&self, group_id: &str) -> HashSet<String> {
+        let mut topics = HashSet::new();
+        if let Ok(Some(view)) = self.view(group_id).await {
+            for m in view.members {
+                topics.extend(subscription_topics(&m.metadata));
+            }
+        }
+        topics
+    }
+
+    /// Expires sessions and completes barriers whose deadline passed; runs until
+    /// `shutdown`.
+    pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let groups: Vec<Arc<Mutex<Group>>> =
+                self.groups.lock().await.values().cloned().collect();
+            for group in groups {
+                let mut g = group.lock().await;
+                let now = Instant::now();
+                let expired: Vec<String> = g
+                    .members
+                    .values()
+                    .filter(|m| {
+                        m.join_waiter.is_none() && now > m.last_heartbeat + m.session_timeout
+                    })
+                    .map(|m| m.id.clone())
+                    .collect();
+                let mut changed = false;
+                for id in expired {
+                    tracing::info!(group = %g.id, member = %id, "group.session_expired");
+                    g.remove_member(&id, &self.config);
+                    changed = true;
+                }
+                if g.deadline.is_some_and(|d| now >= d) {
+                    match g.state {
+                        State::PreparingRebalance => g.complete_join(),
+                        State::CompletingRebalance => {
+                            // The leader never sent the assignment: start over.
+                            tracing::info!(group = %g.id, "group.sync_timeout");
+                            g.prepare_rebalance(&self.config);
+                        }
+                        _ => g.deadline = None,
+                    }
+                    changed = true;
+                }
+                if changed && matches!(g.state, State::Empty | State::Stable) {
+                    self.save(&g).await;
+                }
+            }
+        }
+    }
+}
+
+/// Topics in a consumer-protocol subscription (version, topics, ...).
+pub fn subscription_topics(metadata: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut b = metadata;
+    let take = |b: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Some(head.to_vec())
+    };
+    if take(&mut b, 2).is_none() {
+        return out;
+    }
+    let Some(count) = take(&mut b, 4) else {
+        return out;
+    };
+    let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    for _ in 0..count.max(0) {
+        let Some(len) = take(&mut b, 2) else { break };
+        let len = i16::from_be_bytes([len[0], len[1]]);
+        let Some(name) = take(&mut b, len.max(0) as usize) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(&name).into_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_subscriptions() {
+        let mut m = vec![0u8, 1, 0, 0, 0, 2];
+        for t in ["orders", "pay"] {
+            m.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            m.extend_from_slice(t.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(subscription_topics(&m), vec!["orders", "pay"]);
+        assert!(subscription_topics(&[1]).is_empty());
+    }
+}
