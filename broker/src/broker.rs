@@ -52,16 +52,18 @@ pub struct Broker {
     pub endpoint: Endpoint,
     pub meta: MetaStore,
     pub objects: Objects,
-    pub topics: Topics,
+    pub topics: Arc<Topics>,
     pub log: Arc<Log>,
     pub appender: Appender,
     pub groups: Arc<crate::groups::Coordinator>,
+    pub consumer_groups: Arc<crate::consumer_groups::ConsumerGroups>,
 }
 
 /// Background tasks to wait for at shutdown.
 pub struct Tasks {
     pub appender: JoinHandle<()>,
     pub group_timers: JoinHandle<()>,
+    pub consumer_group_timers: JoinHandle<()>,
     pub compactor: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -142,10 +144,25 @@ impl Broker {
                 max_session_timeout_ms: settings.group_max_session_timeout_ms,
             },
         ));
-        let group_timers = tokio::spawn(groups.clone().run_timers(shutdown_for_groups));
+        let group_timers = tokio::spawn(groups.clone().run_timers(shutdown_for_groups.clone()));
+        let topics = Arc::new(Topics::new(meta.clone()));
+        let consumer_groups = Arc::new(crate::consumer_groups::ConsumerGroups::new(
+            crate::consumer_groups::ConsumerGroupConfig {
+                heartbeat_interval_ms: settings.group_consumer_heartbeat_interval_ms,
+                session_timeout: std::time::Duration::from_millis(
+                    settings.group_consumer_session_timeout_ms,
+                ),
+            },
+        ));
+        let consumer_group_timers = tokio::spawn(
+            consumer_groups
+                .clone()
+                .run_timers(topics.clone(), shutdown_for_groups),
+        );
         let broker = Arc::new(Self {
             groups,
-            topics: Topics::new(meta.clone()),
+            consumer_groups,
+            topics,
             settings,
             cluster_id,
             endpoint,
@@ -159,6 +176,7 @@ impl Broker {
             Tasks {
                 appender: appender_task,
                 group_timers,
+                consumer_group_timers,
                 compactor,
             },
         ))

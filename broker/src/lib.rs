@@ -11,6 +11,7 @@ pub mod broker;
 mod cache;
 pub mod compaction;
 pub mod connection;
+pub mod consumer_groups;
 pub mod errors;
 pub mod gc;
 pub mod groups;

@@ -109,6 +109,10 @@ pub struct Settings {
     /// Kafka's `offsets.retention.minutes`: committed offsets of groups without members
     /// expire after this long.
     pub offsets_retention_minutes: u64,
+    /// KIP-848 groups: Kafka's `group.consumer.heartbeat.interval.ms` and
+    /// `group.consumer.session.timeout.ms`.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub group_consumer_session_timeout_ms: u64,
 }
 
 /// Every key of [`Settings`] (checked against serde's view by a test).
@@ -146,6 +150,8 @@ pub const KEYS: &[&str] = &[
     "group_min_session_timeout_ms",
     "group_max_session_timeout_ms",
     "offsets_retention_minutes",
+    "group_consumer_heartbeat_interval_ms",
+    "group_consumer_session_timeout_ms",
 ];
 
 impl Default for Settings {
@@ -184,6 +190,8 @@ impl Default for Settings {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            group_consumer_heartbeat_interval_ms: 5000,
+            group_consumer_session_timeout_ms: 45_000,
         }
     }
 }

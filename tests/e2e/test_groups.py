@@ -294,3 +294,43 @@ def test_group_survives_broker_restart(tmp_path):
         assert [tp.offset for tp in committed] == [1000] * 4
     finally:
         broker.stop()
+
+
+def test_kip848_consumer_protocol(make_broker):
+    """librdkafka's `group.protocol=consumer`: server-side assignment, incremental moves."""
+    broker = make_broker({"group_consumer_heartbeat_interval_ms": 500})
+    create_topic(broker.bootstrap, "next-gen", 6)
+    def member(name):
+        m = Member(broker.bootstrap, "g848", "next-gen", name)
+        # The consumer protocol takes no client-side session or assignment settings.
+        m.consumer.close()
+        config = {"bootstrap.servers": broker.bootstrap, "group.id": "g848",
+                  "group.protocol": "consumer", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100, "client.id": name}
+        m.consumer = Consumer(config)
+        m.cooperative = True
+        return m
+
+    a = member("a")
+    a.start()
+    wait_until(lambda: len(a.assignment) == 6, what="the first member to own every partition")
+    first, _ = produce(broker.bootstrap, "next-gen", make_records(1200, 6, seed=50))
+    wait_until(lambda: len(a.seen) >= 1200, what="the first member to consume")
+    b = member("b")
+    b.start()
+    wait_until(lambda: stable([a, b], 6) and len(b.assignment) == 3,
+               what="the second member to get half the partitions")
+    time.sleep(1)
+    before = {id(m): len(m.seen) for m in (a, b)}
+    second, _ = produce(broker.bootstrap, "next-gen", make_records(1200, 6, seed=51))
+    wait_until(lambda: sum(len(m.seen) - before[id(m)] for m in (a, b)) >= 1200,
+               what="records split between both members")
+    after = [x for m in (a, b) for x in m.seen[before[id(m)]:]]
+    assert sorted(after) == sorted(second)
+    assert sorted(a.seen[:before[id(a)]]) == sorted(first)
+    a.stop()
+    b.stop()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g848"})
+    committed = c.committed([TopicPartition("next-gen", p) for p in range(6)], timeout=10)
+    c.close()
+    assert [tp.offset for tp in committed] == [400] * 6

@@ -32,6 +32,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 0, 5),
     (ApiKey::DeleteGroups, 0, 0, 2),
     (ApiKey::OffsetDelete, 0, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 0, 1),
 ];
 
 /// The versions of `api` icestream decodes, if it serves it at all.

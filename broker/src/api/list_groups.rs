@@ -9,6 +9,39 @@ use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse {
+    let consumer_groups = broker.consumer_groups.ids().await;
+    let wanted = |t: &str| {
+        req.types_filter.is_empty() || req.types_filter.iter().any(|f| f.eq_ignore_ascii_case(t))
+    };
+    let mut extra = Vec::new();
+    if wanted("consumer") {
+        for id in &consumer_groups {
+            if let Some(g) = broker.consumer_groups.get(id).await {
+                let state = if g.lock().await.members.is_empty() {
+                    "Empty"
+                } else {
+                    "Stable"
+                };
+                if req.states_filter.is_empty()
+                    || req
+                        .states_filter
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(state))
+                {
+                    let mut lg = ListedGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_string(id.clone())))
+                        .with_protocol_type(StrBytes::from_static_str("consumer"));
+                    if ctx.version >= 4 {
+                        lg = lg.with_group_state(StrBytes::from_static_str(state));
+                    }
+                    if ctx.version >= 5 {
+                        lg = lg.with_group_type(StrBytes::from_static_str("consumer"));
+                    }
+                    extra.push(lg);
+                }
+            }
+        }
+    }
     match broker.groups.list().await {
         Err(e) => ListGroupsResponse::default().with_error_code(errors::meta_retriable(&e).code()),
         Ok(groups) => ListGroupsResponse::default().with_groups(
@@ -40,6 +73,7 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> L
                     }
                     g
                 })
+                .chain(extra)
                 .collect(),
         ),
     }

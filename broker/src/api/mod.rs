@@ -2,6 +2,8 @@
 //! module per Kafka API, and response encoding.
 
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -201,6 +203,14 @@ pub async fn dispatch(
         }),
         RequestKind::OffsetDelete(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetDelete(offset_delete::handle(&b, req).await)
+        }),
+        RequestKind::ConsumerGroupHeartbeat(req) => respond(ctx.clone(), async move {
+            ResponseKind::ConsumerGroupHeartbeat(
+                consumer_group_heartbeat::handle(&b, &ctx, req).await,
+            )
+        }),
+        RequestKind::ConsumerGroupDescribe(req) => respond(ctx.clone(), async move {
+            ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(&b, req).await)
         }),
         other => {
             // `handled` only lets through the APIs matched above.
