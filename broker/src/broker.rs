@@ -57,11 +57,14 @@ pub struct Broker {
     pub appender: Appender,
     pub groups: Arc<crate::groups::Coordinator>,
     pub consumer_groups: Arc<crate::consumer_groups::ConsumerGroups>,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Background tasks to wait for at shutdown.
 pub struct Tasks {
     pub appender: JoinHandle<()>,
+    pub cluster: JoinHandle<()>,
+    pub refresh: Option<JoinHandle<()>>,
     pub group_timers: JoinHandle<()>,
     pub consumer_group_timers: JoinHandle<()>,
     pub compactor: Option<std::thread::JoinHandle<()>>,
@@ -81,11 +84,25 @@ impl Broker {
             source,
         })?;
         let shutdown_for_groups = shutdown.clone();
+        let shutdown_for_refresh = shutdown.clone();
         let kv = kv::open(&settings.metadata, &settings.data_dir).await?;
         let meta = MetaStore::new(kv, Arc::new(SystemClock));
         let objects = Objects::open(&settings.object_store_url())?;
         let cluster_id = meta.cluster_id().await?;
-        let endpoint = endpoint(&settings, listen_host, listen_port)?;
+        let shared = meta.kv().kind() != "embedded";
+        let node_id = match settings.node_id {
+            Some(id) => id,
+            None if shared => meta.allocate_node_id().await?,
+            None => 0,
+        };
+        let endpoint = endpoint(&settings, listen_host, listen_port, node_id)?;
+        let (cluster, cluster_task) = crate::cluster::Cluster::start(
+            meta.clone(),
+            endpoint.clone(),
+            settings.broker_lease_ms as i64,
+            shutdown.clone(),
+        )
+        .await?;
         let log = Arc::new(Log::new(
             meta.clone(),
             objects.clone(),
@@ -159,7 +176,27 @@ impl Broker {
                 .clone()
                 .run_timers(topics.clone(), shutdown_for_groups),
         );
+        // Other brokers append too: keep high watermarks fresh for fetches and long polls.
+        let refresh_task = if shared {
+            let log = log.clone();
+            let every = std::time::Duration::from_millis(settings.metadata_refresh_ms.max(10));
+            let shutdown = shutdown_for_refresh;
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    if let Err(e) = log.refresh().await {
+                        tracing::debug!(error = %e, "refreshing partition states failed");
+                    }
+                }
+            }))
+        } else {
+            None
+        };
         let broker = Arc::new(Self {
+            cluster,
             groups,
             consumer_groups,
             topics,
@@ -175,6 +212,8 @@ impl Broker {
             broker,
             Tasks {
                 appender: appender_task,
+                cluster: cluster_task,
+                refresh: refresh_task,
                 group_timers,
                 consumer_group_timers,
                 compactor,
@@ -187,6 +226,7 @@ fn endpoint(
     settings: &Settings,
     listen_host: &str,
     listen_port: u16,
+    node_id: i32,
 ) -> Result<Endpoint, StartError> {
     let (host, port) = match &settings.advertised_listener {
         Some(adv) => {
@@ -206,7 +246,7 @@ fn endpoint(
         }
     };
     Ok(Endpoint {
-        node_id: settings.node_id.unwrap_or(0),
+        node_id,
         host,
         port,
         rack: settings.rack.clone(),

@@ -251,6 +251,11 @@ impl ConsumerGroups {
         self.groups.lock().await.get(id).cloned()
     }
 
+    /// Drops a group's state (another broker coordinates it now).
+    pub async fn forget(&self, id: &str) {
+        self.groups.lock().await.remove(id);
+    }
+
     pub async fn ids(&self) -> Vec<String> {
         self.groups.lock().await.keys().cloned().collect()
     }

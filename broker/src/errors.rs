@@ -21,6 +21,7 @@ pub fn meta(e: &MetaError) -> ResponseError {
         MetaError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
         MetaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetaError::ProducerFenced { .. } => ResponseError::ProducerFenced,
+        MetaError::NodeIdInUse(_) => ResponseError::UnknownServerError,
         MetaError::Kv(_)
         | MetaError::Corrupt { .. }
         | MetaError::SegmentAlreadyCommitted(_)

@@ -452,6 +452,23 @@ impl Coordinator {
             .clone())
     }
 
+    /// Drops a group's in-memory state (another broker coordinates it now); parked
+    /// requests are answered with NOT_COORDINATOR.
+    pub async fn forget(&self, id: &str) {
+        let Some(group) = self.groups.lock().await.remove(id) else {
+            return;
+        };
+        let mut g = group.lock().await;
+        for m in g.members.values_mut() {
+            if let Some((w, v)) = m.join_waiter.take() {
+                let _ = w.send(join_error(ResponseError::NotCoordinator, &m.id, v));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(sync_error(ResponseError::NotCoordinator));
+            }
+        }
+    }
+
     /// The group if it exists in memory or as a record.
     pub async fn existing(&self, id: &str) -> Result<Option<Arc<Mutex<Group>>>, MetaError> {
         if let Some(g) = self.groups.lock().await.get(id) {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod appender;
 pub mod broker;
 mod cache;
+pub mod cluster;
 pub mod compaction;
 pub mod connection;
 pub mod consumer_groups;

@@ -152,6 +152,38 @@ impl Log {
         Ok(Some(entry.clone()))
     }
 
+    /// Re-reads the states of the partitions this broker serves (other brokers append and
+    /// trim them too) and wakes long polls when a high watermark moved.
+    pub async fn refresh(&self) -> Result<(), MetaError> {
+        let keys: Vec<(Uuid, i32)> = self.partitions.iter().map(|e| *e.key()).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let states = self.meta.partition_states(&keys).await?;
+        let mut moved = false;
+        for (key, state) in keys.iter().zip(states) {
+            match (self.partitions.get(key), state) {
+                (Some(p), Some(state)) => {
+                    let before = p
+                        .high_watermark
+                        .fetch_max(state.high_watermark, Ordering::AcqRel);
+                    moved |= before < state.high_watermark;
+                    p.log_start
+                        .fetch_max(state.log_start_offset, Ordering::AcqRel);
+                }
+                (Some(_), None) => {
+                    // Deleted topic.
+                    self.partitions.remove(key);
+                }
+                _ => {}
+            }
+        }
+        if moved {
+            self.commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
     /// Forgets a deleted topic's partitions.
     pub fn forget_topic(&self, topic_id: Uuid) {
         self.partitions.retain(|(t, _), _| *t != topic_id);

@@ -45,8 +45,15 @@ pub struct Settings {
     pub object_store: Option<String>,
     /// Metadata store URL: `embedded`, `postgres://…` or `fdb://CLUSTER_FILE`.
     pub metadata: String,
-    /// This broker's node id (default 0 for a single node).
+    /// This broker's node id (default: 0 with the embedded store, allocated from the shared
+    /// metadata store otherwise).
     pub node_id: Option<i32>,
+    /// A broker is dead to the others when it has not renewed its registration for this
+    /// long.
+    pub broker_lease_ms: u64,
+    /// With a shared metadata store: how often high watermarks appended by other brokers
+    /// are read (bounds how late a long-polling fetch wakes up).
+    pub metadata_refresh_ms: u64,
     /// Rack reported in Metadata responses.
     pub rack: Option<String>,
 
@@ -123,6 +130,8 @@ pub const KEYS: &[&str] = &[
     "object_store",
     "metadata",
     "node_id",
+    "broker_lease_ms",
+    "metadata_refresh_ms",
     "rack",
     "flush_interval_ms",
     "flush_bytes",
@@ -163,6 +172,8 @@ impl Default for Settings {
             object_store: None,
             metadata: "embedded".into(),
             node_id: None,
+            broker_lease_ms: 10_000,
+            metadata_refresh_ms: 100,
             rack: None,
             flush_interval_ms: None,
             flush_bytes: 8 * 1024 * 1024,

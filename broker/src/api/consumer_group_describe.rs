@@ -38,6 +38,10 @@ pub async fn handle(
         let d = DescribedGroup::default()
             .with_group_id(id.clone())
             .with_authorized_operations(i32::MIN);
+        if let Some(e) = super::not_coordinator(broker, &id.0).await {
+            groups.push(d.with_error_code(e.code()));
+            continue;
+        }
         let Some(group) = broker.consumer_groups.get(&id.0).await else {
             groups.push(d.with_error_code(ResponseError::GroupIdNotFound.code()));
             continue;

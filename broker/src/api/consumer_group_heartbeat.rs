@@ -11,6 +11,9 @@ pub async fn handle(
     ctx: &Context,
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
+    if let Some(e) = super::not_coordinator(broker, &req.group_id.0).await {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(e.code());
+    }
     // A group id is either classic or consumer.
     if let Ok(Some(view)) = broker.groups.view(&req.group_id.0).await {
         if !view.members.is_empty() {

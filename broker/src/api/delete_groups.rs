@@ -8,9 +8,13 @@ use crate::broker::Broker;
 pub async fn handle(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let code = match broker.groups.delete(&id.0).await {
-            Ok(()) => 0,
-            Err(e) => e.code(),
+        let code = if let Some(e) = super::not_coordinator(broker, &id.0).await {
+            e.code()
+        } else {
+            match broker.groups.delete(&id.0).await {
+                Ok(()) => 0,
+                Err(e) => e.code(),
+            }
         };
         results.push(
             DeletableGroupResult::default()

@@ -20,6 +20,10 @@ pub async fn handle(
         if ctx.version >= 3 {
             g = g.with_authorized_operations(i32::MIN);
         }
+        if let Some(e) = super::not_coordinator(broker, &id.0).await {
+            groups.push(g.with_error_code(e.code()));
+            continue;
+        }
         match broker.groups.view(&id.0).await {
             Err(e) => g = g.with_error_code(errors::meta_retriable(&e).code()),
             Ok(None) => {

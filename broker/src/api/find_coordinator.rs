@@ -1,4 +1,4 @@
-//! FindCoordinator: this broker coordinates every group (single node).
+//! FindCoordinator: the live broker that rendezvous hashing picks for the key.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};

@@ -7,6 +7,12 @@ use crate::broker::Broker;
 use crate::groups::ClientInfo;
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: JoinGroupRequest) -> JoinGroupResponse {
+    if let Some(e) = super::not_coordinator(broker, &req.group_id.0).await {
+        return JoinGroupResponse::default()
+            .with_error_code(e.code())
+            .with_generation_id(-1)
+            .with_member_id(req.member_id);
+    }
     let client = ClientInfo {
         client_id: ctx
             .client_id

@@ -7,6 +7,9 @@ use super::Context;
 use crate::broker::Broker;
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    if let Some(e) = super::not_coordinator(broker, &req.group_id.0).await {
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
         req.members
             .iter()

@@ -9,7 +9,15 @@ use crate::broker::Broker;
 use crate::errors;
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse {
-    let consumer_groups = broker.consumer_groups.ids().await;
+    // Each broker lists the groups it coordinates (admin clients ask every broker).
+    let mine = |id: &str| broker.cluster.is_coordinator(id);
+    let consumer_groups: Vec<String> = broker
+        .consumer_groups
+        .ids()
+        .await
+        .into_iter()
+        .filter(|id| mine(id))
+        .collect();
     let wanted = |t: &str| {
         req.types_filter.is_empty() || req.types_filter.iter().any(|f| f.eq_ignore_ascii_case(t))
     };

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::errors;
 use crate::log::LEADER_EPOCH;
 use crate::topics::validate_name;
@@ -21,12 +22,18 @@ use crate::topics::validate_name;
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> MetadataResponse {
-    let node = broker.endpoint.node_id;
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node))
-        .with_host(StrBytes::from_string(broker.endpoint.host.clone()))
-        .with_port(broker.endpoint.port)
-        .with_rack(broker.endpoint.rack.clone().map(StrBytes::from_string))];
+    let cluster = &broker.cluster;
+    let brokers = cluster
+        .brokers()
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     // v0: an empty list means every topic; v1+: null does.
     let requested = match req.topics {
         Some(t) if !(ctx.version == 0 && t.is_empty()) => Some(t),
@@ -34,7 +41,10 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
     };
     let topics = match requested {
         None => match broker.topics.list().await {
-            Ok(all) => all.iter().map(|t| describe(t, node, ctx.version)).collect(),
+            Ok(all) => all
+                .iter()
+                .map(|t| describe(t, cluster, ctx.version))
+                .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "metadata: listing topics failed");
                 Vec::new()
@@ -46,8 +56,8 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 out.push(match t.name {
-                    Some(name) => by_name(broker, &name.0, auto_create, node, ctx.version).await,
-                    None => by_id(broker, t.topic_id, node, ctx.version).await,
+                    Some(name) => by_name(broker, &name.0, auto_create, ctx.version).await,
+                    None => by_id(broker, t.topic_id, ctx.version).await,
                 });
             }
             out
@@ -57,7 +67,7 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
         .with_brokers(brokers)
         .with_topics(topics);
     if ctx.version >= 1 {
-        response = response.with_controller_id(BrokerId(node));
+        response = response.with_controller_id(BrokerId(cluster.controller()));
     }
     if ctx.version >= 2 {
         response = response.with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())));
@@ -72,7 +82,6 @@ async fn by_name(
     broker: &Broker,
     name: &StrBytes,
     auto_create: bool,
-    node: i32,
     version: i16,
 ) -> MetadataResponseTopic {
     let error = |code: ResponseError| {
@@ -97,7 +106,7 @@ async fn by_name(
         broker.topics.get(name).await
     };
     match found {
-        Ok(Some(topic)) => describe(&topic, node, version),
+        Ok(Some(topic)) => describe(&topic, &broker.cluster, version),
         Ok(None) => error(ResponseError::UnknownTopicOrPartition),
         Err(e) => {
             tracing::warn!(topic = %name.as_str(), error = %e, "metadata lookup failed");
@@ -106,9 +115,9 @@ async fn by_name(
     }
 }
 
-async fn by_id(broker: &Broker, id: Uuid, node: i32, version: i16) -> MetadataResponseTopic {
+async fn by_id(broker: &Broker, id: Uuid, version: i16) -> MetadataResponseTopic {
     match broker.topics.get_by_id(id).await {
-        Ok(Some(topic)) => describe(&topic, node, version),
+        Ok(Some(topic)) => describe(&topic, &broker.cluster, version),
         Ok(None) => MetadataResponseTopic::default()
             .with_error_code(ResponseError::UnknownTopicId.code())
             .with_topic_id(id),
@@ -118,9 +127,10 @@ async fn by_id(broker: &Broker, id: Uuid, node: i32, version: i16) -> MetadataRe
     }
 }
 
-fn describe(topic: &Arc<TopicMeta>, node: i32, version: i16) -> MetadataResponseTopic {
+fn describe(topic: &Arc<TopicMeta>, cluster: &Cluster, version: i16) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
         .map(|p| {
+            let node = cluster.leader(topic.id, p);
             let mut part = MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(node))

@@ -223,6 +223,20 @@ pub async fn dispatch(
     Ok(Some(future))
 }
 
+/// `Some(NOT_COORDINATOR)` when another broker coordinates `group` (whose local state, if
+/// any, is dropped: the coordinator moved).
+pub async fn not_coordinator(
+    broker: &Broker,
+    group: &str,
+) -> Option<kafka_protocol::ResponseError> {
+    if broker.cluster.is_coordinator(group) {
+        return None;
+    }
+    broker.groups.forget(group).await;
+    broker.consumer_groups.forget(group).await;
+    Some(kafka_protocol::ResponseError::NotCoordinator)
+}
+
 fn ready(r: Result<Option<Bytes>, EncodeError>) -> ResponseFuture {
     Box::pin(async move { r })
 }

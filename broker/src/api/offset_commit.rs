@@ -18,17 +18,21 @@ const MAX_METADATA: usize = 4096;
 
 pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
-    let check = match broker
-        .consumer_groups
-        .check_commit(&group, &req.member_id, req.generation_id_or_member_epoch)
-        .await
-    {
-        Some(result) => result,
-        None => {
-            broker
-                .groups
-                .check_commit(&group, req.generation_id_or_member_epoch, &req.member_id)
-                .await
+    let check = if let Some(e) = super::not_coordinator(broker, &group).await {
+        Err(e)
+    } else {
+        match broker
+            .consumer_groups
+            .check_commit(&group, &req.member_id, req.generation_id_or_member_epoch)
+            .await
+        {
+            Some(result) => result,
+            None => {
+                broker
+                    .groups
+                    .check_commit(&group, req.generation_id_or_member_epoch, &req.member_id)
+                    .await
+            }
         }
     };
     let now = broker.meta.now_ms();

@@ -11,6 +11,9 @@ use crate::errors;
 
 pub async fn handle(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
+    if let Some(e) = super::not_coordinator(broker, &group).await {
+        return OffsetDeleteResponse::default().with_error_code(e.code());
+    }
     match broker.groups.view(&group).await {
         Ok(None) => {
             let has_offsets = broker

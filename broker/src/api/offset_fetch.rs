@@ -25,6 +25,9 @@ async fn fetch_group(
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Result<TopicOffsets, ResponseError> {
+    if let Some(e) = super::not_coordinator(broker, group).await {
+        return Err(e);
+    }
     let committed = broker
         .meta
         .fetch_offsets(group, None)

@@ -15,6 +15,7 @@
 //! | `l` | lease name                            | lease holder and expiry (JSON) |
 //! | `k` | topic id                              | compaction round intent (JSON) |
 //! | `g` | group id                              | consumer group record (JSON)   |
+//! | `b` | node id                               | broker registration (JSON)     |
 //! | `o` | group (u16 length + id), topic id, partition | committed offset        |
 
 use uuid::Uuid;

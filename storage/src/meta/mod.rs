@@ -6,6 +6,7 @@
 //! atomic and retried on conflicts; operations that may be retried after an unknown
 //! outcome are written to be idempotent (see [`MetaStore::commit_segment`]).
 
+mod brokers;
 mod cluster;
 mod compaction;
 mod groups;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
+pub use brokers::BrokerRecord;
 pub use compaction::{RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
@@ -59,6 +61,8 @@ pub enum MetaError {
     SegmentTooOld(Uuid),
     #[error("producer epoch {request} is older than the current epoch {current}")]
     ProducerFenced { request: i16, current: i16 },
+    #[error("node id {0} is registered by a live broker")]
+    NodeIdInUse(i32),
 }
 
 impl TxnError for MetaError {

@@ -539,3 +539,43 @@ async fn group_offsets_and_records() {
         .expect("fetch")
         .is_empty());
 }
+
+#[tokio::test]
+async fn brokers_register_with_leases() {
+    let (_d, meta, clock) = store();
+    let id = meta.allocate_node_id().await.expect("id");
+    let other = meta.allocate_node_id().await.expect("id");
+    assert_ne!(id, other);
+    let record = |node_id, incarnation: &str| BrokerRecord {
+        node_id,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        rack: None,
+        incarnation: incarnation.into(),
+        expires_ms: 0,
+    };
+    meta.register_broker(record(id, "a"), 1000)
+        .await
+        .expect("register");
+    meta.register_broker(record(other, "b"), 5000)
+        .await
+        .expect("register");
+    assert!(matches!(
+        meta.register_broker(record(id, "c"), 1000).await,
+        Err(MetaError::NodeIdInUse(_))
+    ));
+    assert_eq!(meta.live_brokers().await.expect("live").len(), 2);
+    clock.advance(1500);
+    let live = meta.live_brokers().await.expect("live");
+    assert_eq!(
+        live.iter().map(|b| b.node_id).collect::<Vec<_>>(),
+        vec![other]
+    );
+    meta.register_broker(record(id, "c"), 1000)
+        .await
+        .expect("expired id reused");
+    meta.deregister_broker(other, "b")
+        .await
+        .expect("deregister");
+    assert_eq!(meta.live_brokers().await.expect("live").len(), 1);
+}

@@ -1,0 +1,110 @@
+"""Several stateless brokers sharing SeaweedFS and PostgreSQL: a broker killed with -9
+loses nothing; producers and a consumer group carry on through the others."""
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pyiceberg.catalog.sql import SqlCatalog
+
+from helpers import Broker, free_port
+from tables import wait_for_rows
+from test_groups import Member, wait_until
+from workload import consume, create_topic
+
+
+def cluster_settings(postgres_url, seaweedfs, prefix):
+    return {
+        "metadata": postgres_url,
+        "catalog": postgres_url,
+        "object_store": seaweedfs.s3_url(prefix=prefix),
+        "compaction_interval_ms": 500,
+        "broker_lease_ms": 3000,
+        "group_initial_rebalance_delay_ms": 500,
+    }
+
+
+def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
+    prefix = f"cluster-{uuid.uuid4().hex[:8]}"
+    settings = cluster_settings(postgres_url, seaweedfs, prefix)
+    ports = [free_port() for _ in range(3)]
+    brokers = [Broker(tmp_path / f"b{i}", settings, port).start() for i, port in enumerate(ports)]
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    try:
+        # Every broker sees the others.
+        from confluent_kafka.admin import AdminClient
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            md = AdminClient({"bootstrap.servers": brokers[0].bootstrap}).list_topics(timeout=10)
+            if len(md.brokers) == 3:
+                break
+            time.sleep(0.3)
+        assert len(md.brokers) == 3, md.brokers
+
+        topic, partitions, count = "clustered", 6, 60_000
+        create_topic(bootstrap, topic, partitions)
+        acks_file = tmp_path / "acks.txt"
+        producer = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "producer_loop.py"), bootstrap, topic,
+             str(count), str(acks_file)], stderr=subprocess.PIPE)
+        members = [Member(bootstrap, "cluster-group", topic, f"m{i}") for i in range(2)]
+        for m in members:
+            m.start()
+        wait_until(lambda: acks_file.exists() and sum(1 for _ in open(acks_file)) >= count // 3,
+                   what="a third of the records acknowledged")
+        brokers[1].kill9()
+        _, err = producer.communicate(timeout=300)
+        assert producer.returncode == 0, err.decode()
+        acked = {}
+        for line in open(acks_file):
+            key, p, o = line.split()
+            acked[key] = (int(p), int(o))
+        assert len(acked) == count
+
+        wait_until(lambda: len({x for m in members for x in m.seen}) >= count, timeout=180,
+                   what="the group to consume every record")
+        for m in members:
+            m.stop()
+        seen = [x for m in members for x in m.seen]
+        assert len(seen) == len(set(seen)) == count, "each record consumed exactly once"
+        assert set(seen) == set(acked.values())
+
+        survivors = ",".join(brokers[i].bootstrap for i in (0, 2))
+        consumed = consume(survivors, topic, partitions, count, timeout=180)
+        keys = [v[0].decode() for v in consumed.values()]
+        assert len(keys) == len(set(keys)) == count, "no record stored twice"
+        for (p, o), v in consumed.items():
+            assert acked[v[0].decode()] == (p, o), "every record at its acknowledged offset"
+        for p in range(partitions):
+            offs = sorted(o for (pp, o) in consumed if pp == p)
+            assert offs == list(range(len(offs))), f"partition {p} offsets are dense"
+
+        uri = postgres_url.replace("postgres://", "postgresql+psycopg2://", 1)
+        catalog = SqlCatalog("icestream", uri=uri,
+                             warehouse=f"s3://icestream/{prefix}/warehouse",
+                             **{"s3.endpoint": seaweedfs.s3_endpoint,
+                                "s3.access-key-id": seaweedfs.ACCESS_KEY,
+                                "s3.secret-access-key": seaweedfs.SECRET_KEY,
+                                "s3.region": "us-east-1", "s3.path-style-access": "true"})
+        table = wait_for_rows(catalog, topic, count, timeout=120)
+        assert sorted(table) == sorted(acked.values()), "the table holds every record once"
+    finally:
+        for b in brokers:
+            if b.alive():
+                b.stop()
+
+
+def test_embedded_store_refuses_a_second_broker(tmp_path):
+    first = Broker(tmp_path / "shared").start()
+    try:
+        second = Broker(tmp_path / "shared")
+        try:
+            second.start()
+            raise AssertionError("a second broker started on the same embedded store")
+        except RuntimeError:
+            pass
+        assert "in use by another process" in second.log()
+    finally:
+        first.stop()
