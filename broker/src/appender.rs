@@ -317,12 +317,20 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
     let path = objects.path(&key);
     let store = objects.store.clone();
     let payload = PutPayload::from_iter(parts);
+    crate::metrics::observe(&crate::metrics::FLUSH_BYTES, size as f64);
     let put = tokio::spawn(async move {
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        store.put_opts(&path, payload, options).await.map(|_| ())
+        let started = Instant::now();
+        let result = store.put_opts(&path, payload, options).await.map(|_| ());
+        crate::metrics::inc(&crate::metrics::SEGMENT_PUTS);
+        crate::metrics::observe(
+            &crate::metrics::SEGMENT_PUT_SECONDS,
+            started.elapsed().as_secs_f64(),
+        );
+        result
     });
     let waiters = pending
         .into_iter()

@@ -45,6 +45,7 @@ pub async fn serve(
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let max = broker.settings.socket_request_max_bytes;
     tracing::debug!(%peer, "connection.open");
+    crate::metrics::gauge_add(&crate::metrics::CONNECTIONS, 1);
     loop {
         let frame = tokio::select! {
             f = read_frame(&mut reader, max) => f,
@@ -77,6 +78,7 @@ pub async fn serve(
     }
     drop(tx);
     let _ = writer_task.await;
+    crate::metrics::gauge_add(&crate::metrics::CONNECTIONS, -1);
     tracing::debug!(%peer, "connection.closed");
 }
 

@@ -5,6 +5,7 @@
 //! path), [`log`] (read path), [`gc`].
 
 pub mod admin;
+pub mod admin_http;
 pub mod api;
 pub mod appender;
 pub mod broker;
@@ -17,6 +18,7 @@ pub mod errors;
 pub mod gc;
 pub mod groups;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod topics;

@@ -47,6 +47,22 @@ impl Server {
         .await?;
         tracing::info!(%addr, "listening for Kafka clients");
         let gc_task = tokio::spawn(gc::run(broker.clone(), shutdown.clone()));
+        if !broker.settings.admin_listen.is_empty() {
+            // The admin endpoint is optional: a busy port is logged, not fatal.
+            match TcpListener::bind(&broker.settings.admin_listen).await {
+                Ok(l) => {
+                    tracing::info!(addr = %broker.settings.admin_listen, "admin endpoint (/metrics, /health)");
+                    tokio::spawn(crate::admin_http::serve(
+                        l,
+                        broker.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %broker.settings.admin_listen, error = %e, "admin endpoint not started")
+                }
+            }
+        }
         let task = tokio::spawn(accept_loop(
             listener,
             broker.clone(),

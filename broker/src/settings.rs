@@ -37,6 +37,8 @@ pub enum SettingsError {
 pub struct Settings {
     /// Address the Kafka listener binds.
     pub listen: String,
+    /// Address of the admin HTTP endpoint (`/metrics`, `/health`); empty disables it.
+    pub admin_listen: String,
     /// `host:port` given to clients in Metadata responses (default: the listen address).
     pub advertised_listener: Option<String>,
     /// Directory for embedded state (metadata store, local objects, catalog).
@@ -125,6 +127,7 @@ pub struct Settings {
 /// Every key of [`Settings`] (checked against serde's view by a test).
 pub const KEYS: &[&str] = &[
     "listen",
+    "admin_listen",
     "advertised_listener",
     "data_dir",
     "object_store",
@@ -167,6 +170,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9092".into(),
+            admin_listen: "127.0.0.1:9644".into(),
             advertised_listener: None,
             data_dir: PathBuf::from("./data"),
             object_store: None,

@@ -4,6 +4,7 @@
 //! lease in the metadata store keeps two compactors off the same topic.
 
 mod arrow;
+pub mod metrics;
 pub mod round;
 
 use std::sync::Arc;

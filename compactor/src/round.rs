@@ -47,6 +47,8 @@ pub struct RoundReport {
     pub bytes: u64,
     pub files: usize,
     pub resolved_intent: bool,
+    /// Offsets acknowledged but not in the table after this round.
+    pub lag: i64,
 }
 
 pub struct RoundContext<'a> {
@@ -123,11 +125,13 @@ impl RoundContext<'_> {
         // Choose whole index entries per partition, within the round's byte budget.
         let mut budget = self.config.max_round_bytes as u64;
         let mut plan: Vec<(i32, Vec<IndexEntry>)> = Vec::new();
+        let mut lag = 0i64;
         for p in 0..topic.partitions {
             let Some(state) = self.meta.partition_state(topic.id, p).await? else {
                 continue;
             };
             let start = committed.get(&p).copied().unwrap_or(0).max(0);
+            lag += (state.high_watermark - start).max(0);
             if start >= state.high_watermark || budget == 0 {
                 continue;
             }
@@ -149,6 +153,7 @@ impl RoundContext<'_> {
             }
         }
         if plan.is_empty() {
+            report.lag = lag;
             return Ok(report);
         }
 
@@ -194,6 +199,7 @@ impl RoundContext<'_> {
             .flat_map(|(_, es)| es.iter().map(IndexEntry::size_bytes))
             .sum();
         report.files = round_files.len();
+        report.lag = (lag - rows as i64).max(0);
         Ok(report)
     }
 

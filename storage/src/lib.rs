@@ -7,6 +7,7 @@ pub mod clock;
 pub mod direct_fs;
 pub mod kv;
 pub mod meta;
+pub mod metrics;
 pub mod objects;
 pub mod records;
 pub mod segment;

@@ -19,6 +19,17 @@ use crate::errors;
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest) -> FetchResponse {
+    let started = std::time::Instant::now();
+    crate::metrics::inc(&crate::metrics::FETCH_REQUESTS);
+    let response = serve(broker, ctx, &req).await;
+    crate::metrics::observe(
+        &crate::metrics::FETCH_SECONDS,
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn serve(broker: &Broker, ctx: &Context, req: &FetchRequest) -> FetchResponse {
     if ctx.version >= 7 && req.session_id != 0 {
         // We never hand out session ids, so a non-zero one is unknown to us.
         return FetchResponse::default()
@@ -30,8 +41,9 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest) -> FetchR
     let mut commits = broker.log.subscribe();
     loop {
         commits.borrow_and_update();
-        let (response, bytes, errors) = read_all(broker, ctx, &req).await;
+        let (response, bytes, errors) = read_all(broker, ctx, req).await;
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            crate::metrics::add(&crate::metrics::FETCH_BYTES, bytes as u64);
             return response;
         }
         if tokio::time::timeout_at(deadline, commits.changed())
@@ -39,7 +51,9 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: FetchRequest) -> FetchR
             .is_err()
         {
             // Timed out: answer with what is there now.
-            return read_all(broker, ctx, &req).await.0;
+            let (response, bytes, _) = read_all(broker, ctx, req).await;
+            crate::metrics::add(&crate::metrics::FETCH_BYTES, bytes as u64);
+            return response;
         }
     }
 }

@@ -40,6 +40,8 @@ pub async fn admit(
     ctx: Context,
     req: ProduceRequest,
 ) -> Option<ResponseFuture> {
+    let started = std::time::Instant::now();
+    crate::metrics::inc(&crate::metrics::PRODUCE_REQUESTS);
     let acks = req.acks;
     let mut inputs: Vec<PartitionInput> = Vec::new();
     let mut topics: Vec<TopicSlots> = Vec::with_capacity(req.topic_data.len());
@@ -103,6 +105,11 @@ pub async fn admit(
         }
         topics.push(slots);
     }
+    let bytes: u64 = inputs
+        .iter()
+        .flat_map(|i| i.batches.iter().map(|(_, b)| b.len() as u64))
+        .sum();
+    crate::metrics::add(&crate::metrics::PRODUCE_BYTES, bytes);
     let reply = if inputs.is_empty() {
         None
     } else {
@@ -128,7 +135,12 @@ pub async fn admit(
                 .unwrap_or(Err(crate::appender::AppendError::ShuttingDown)),
             Some(Err(e)) => Err(e),
         };
-        ResponseKind::Produce(build_response(topics, &outcome, version))
+        let response = build_response(topics, &outcome, version);
+        crate::metrics::observe(
+            &crate::metrics::PRODUCE_SECONDS,
+            started.elapsed().as_secs_f64(),
+        );
+        ResponseKind::Produce(response)
     }))
 }
 
@@ -208,6 +220,9 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                             },
                         },
                     };
+                    if code.is_some() {
+                        crate::metrics::inc(&crate::metrics::PRODUCE_ERRORS);
+                    }
                     let mut r = r
                         .with_error_code(code.map_or(errors::NONE, |c| c.code()))
                         .with_base_offset(base);

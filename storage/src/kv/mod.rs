@@ -190,6 +190,7 @@ pub trait KvStoreExt: KvStore {
             match outcome {
                 Ok(value) => return Ok(value),
                 Err(e) if e.is_retryable() && attempts < 100 => {
+                    crate::metrics::inc(&crate::metrics::META_CONFLICTS);
                     tracing::debug!(attempts, "meta.retry");
                     let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 + 1);
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;

@@ -106,12 +106,19 @@ impl MetaStore {
         if now - append.created_ms > max_age_ms {
             return Err(MetaError::SegmentTooOld(append.segment));
         }
-        self.kv
+        let started = std::time::Instant::now();
+        let result = self
+            .kv
             .transact(|tx| {
                 let append = append.clone();
                 Box::pin(async move { commit_segment_txn(tx, &append, now).await })
             })
-            .await
+            .await;
+        crate::metrics::observe(
+            &crate::metrics::META_COMMIT_SECONDS,
+            started.elapsed().as_secs_f64(),
+        );
+        result
     }
 
     /// The state of one partition, or `None` if it does not exist.

@@ -1,0 +1,133 @@
+//! Prometheus metrics of the broker, registered in the default registry (the storage and
+//! compactor crates register theirs there too), served by `crate::admin_http`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter, IntGauge,
+};
+
+macro_rules! counter {
+    ($name:ident, $metric:expr, $help:expr) => {
+        pub static $name: LazyLock<Option<IntCounter>> =
+            LazyLock::new(|| register_int_counter!($metric, $help).ok());
+    };
+}
+
+macro_rules! gauge {
+    ($name:ident, $metric:expr, $help:expr) => {
+        pub static $name: LazyLock<Option<IntGauge>> =
+            LazyLock::new(|| register_int_gauge!($metric, $help).ok());
+    };
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+macro_rules! histogram {
+    ($name:ident, $metric:expr, $help:expr, $buckets:expr) => {
+        pub static $name: LazyLock<Option<Histogram>> =
+            LazyLock::new(|| register_histogram!($metric, $help, $buckets.to_vec()).ok());
+    };
+}
+
+counter!(
+    PRODUCE_REQUESTS,
+    "icestream_produce_requests_total",
+    "produce requests"
+);
+counter!(
+    PRODUCE_BYTES,
+    "icestream_produce_bytes_total",
+    "record batch bytes produced and acknowledged"
+);
+counter!(
+    PRODUCE_ERRORS,
+    "icestream_produce_partition_errors_total",
+    "partitions of produce requests answered with an error"
+);
+histogram!(
+    PRODUCE_SECONDS,
+    "icestream_produce_latency_seconds",
+    "produce request latency, arrival to response",
+    LATENCY_BUCKETS
+);
+counter!(
+    FETCH_REQUESTS,
+    "icestream_fetch_requests_total",
+    "fetch requests"
+);
+counter!(
+    FETCH_BYTES,
+    "icestream_fetch_bytes_total",
+    "record batch bytes served to consumers"
+);
+histogram!(
+    FETCH_SECONDS,
+    "icestream_fetch_latency_seconds",
+    "fetch request latency (long polls included)",
+    LATENCY_BUCKETS
+);
+counter!(
+    SEGMENT_PUTS,
+    "icestream_segment_puts_total",
+    "WAL segment objects written"
+);
+histogram!(
+    SEGMENT_PUT_SECONDS,
+    "icestream_segment_put_seconds",
+    "WAL segment PUT latency",
+    LATENCY_BUCKETS
+);
+histogram!(
+    FLUSH_BYTES,
+    "icestream_flush_bytes",
+    "bytes per WAL segment",
+    &[1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 8388608.0, 16777216.0, 67108864.0]
+);
+gauge!(
+    CONNECTIONS,
+    "icestream_connections",
+    "open client connections"
+);
+gauge!(
+    LIVE_BROKERS,
+    "icestream_live_brokers",
+    "brokers with a live registration"
+);
+gauge!(
+    GROUPS,
+    "icestream_groups",
+    "consumer groups this broker coordinates"
+);
+
+pub fn inc(c: &LazyLock<Option<IntCounter>>) {
+    if let Some(c) = c.as_ref() {
+        c.inc();
+    }
+}
+
+pub fn add(c: &LazyLock<Option<IntCounter>>, v: u64) {
+    if let Some(c) = c.as_ref() {
+        c.inc_by(v);
+    }
+}
+
+pub fn observe(h: &LazyLock<Option<Histogram>>, v: f64) {
+    if let Some(h) = h.as_ref() {
+        h.observe(v);
+    }
+}
+
+pub fn set(g: &LazyLock<Option<IntGauge>>, v: i64) {
+    if let Some(g) = g.as_ref() {
+        g.set(v);
+    }
+}
+
+pub fn gauge_add(g: &LazyLock<Option<IntGauge>>, v: i64) {
+    if let Some(g) = g.as_ref() {
+        g.add(v);
+    }
+}

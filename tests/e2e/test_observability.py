@@ -1,0 +1,37 @@
+"""The admin endpoint: Prometheus metrics and a health check."""
+
+import urllib.request
+
+from helpers import free_port
+from workload import consume, create_topic, make_records, produce
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} missing")
+
+
+def test_metrics_and_health(make_broker):
+    port = free_port()
+    broker = make_broker({"admin_listen": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    status, body = get(base + "/health")
+    assert status == 200 and '"status":"ok"' in body
+    create_topic(broker.bootstrap, "observed", 2)
+    acked, _ = produce(broker.bootstrap, "observed", make_records(500, 2, seed=60))
+    consume(broker.bootstrap, "observed", 2, len(acked))
+    _, text = get(base + "/metrics")
+    assert metric(text, "icestream_produce_requests_total") >= 1
+    assert metric(text, "icestream_produce_bytes_total") > 0
+    assert metric(text, "icestream_segment_puts_total") >= 1
+    assert metric(text, "icestream_fetch_bytes_total") > 0
+    assert metric(text, "icestream_meta_commit_seconds_count") >= 1
+    assert metric(text, "icestream_live_brokers") == 1
+    assert "icestream_produce_latency_seconds_bucket" in text
