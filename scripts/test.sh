@@ -68,6 +68,8 @@ if [ $# -eq 0 ]; then
   cargo fmt --all -- --check
   log "cargo clippy"
   cargo clippy --workspace --all-targets -q -- -D warnings
+  log "cargo check --features foundationdb (the FoundationDB backend compiles; linking needs libfdb_c)"
+  cargo check -q -p icestream --features foundationdb
   log "cargo test"
   cargo test --workspace -q
 fi

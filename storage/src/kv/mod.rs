@@ -10,6 +10,8 @@
 
 mod buffer;
 pub mod embedded;
+#[cfg(feature = "foundationdb")]
+pub mod fdb;
 pub mod postgres;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
@@ -254,6 +256,12 @@ pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn KvStore>, KvErro
     })
 }
 
+#[cfg(feature = "foundationdb")]
+fn open_fdb(_url: &str, spec: &str) -> Result<Arc<dyn KvStore>, KvError> {
+    Ok(Arc::new(fdb::FdbKv::open(spec)?))
+}
+
+#[cfg(not(feature = "foundationdb"))]
 fn open_fdb(url: &str, _cluster_file: &str) -> Result<Arc<dyn KvStore>, KvError> {
     Err(KvError::UnsupportedUrl {
         url: url.to_string(),
