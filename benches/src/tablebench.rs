@@ -67,6 +67,20 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         partitions: i32,
     },
+    /// Segment commits from several writers into the same partitions of a shared
+    /// metadata store: latency and conflict rate.
+    Meta {
+        /// Metadata store URL (e.g. postgres://…).
+        #[arg(long)]
+        metadata: String,
+        /// Concurrent writers (brokers).
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        #[arg(long, default_value_t = 16)]
+        partitions: i32,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+    },
     /// Consume a topic from offset 0 and report throughput.
     Fetch {
         #[arg(long, default_value = "127.0.0.1:9092")]
@@ -411,6 +425,99 @@ fn fetch(bootstrap: String, topic: String, partitions: i32) -> anyhow::Result<()
     Ok(())
 }
 
+async fn meta_bench(
+    metadata: String,
+    writers: usize,
+    partitions: i32,
+    duration: u64,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let first = icestream_storage::kv::open(&metadata, dir.path()).await?;
+    let meta = MetaStore::new(first, Arc::new(SystemClock));
+    let topic = meta
+        .create_topic(
+            &format!("metabench-{}", SystemClock.now_ms()),
+            partitions,
+            BTreeMap::new(),
+        )
+        .await?;
+    let conflicts_before = icestream_storage::metrics::META_CONFLICTS
+        .as_ref()
+        .map(|c| c.get())
+        .unwrap_or(0);
+    let stop = Instant::now() + Duration::from_secs(duration);
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        // Each writer has its own connections, as separate brokers would.
+        let kv = icestream_storage::kv::open(&metadata, dir.path()).await?;
+        let meta = MetaStore::new(kv, Arc::new(SystemClock));
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut commits = 0u64;
+            while Instant::now() < stop {
+                // Every segment holds a batch for every partition: all writers contend.
+                let parts = (0..topic.partitions)
+                    .map(|p| PartitionAppend {
+                        topic_id: topic.id,
+                        partition: p,
+                        units: vec![AppendUnit {
+                            batches: vec![AppendBatch {
+                                position: 16 + p as u64 * 100,
+                                length: 100,
+                                offset_span: 10,
+                                max_timestamp: 0,
+                                producer: None,
+                            }],
+                        }],
+                    })
+                    .collect();
+                let started = Instant::now();
+                meta.commit_segment(
+                    Arc::new(SegmentAppend {
+                        segment: uuid::Uuid::now_v7(),
+                        size: 100 * topic.partitions as u64,
+                        created_ms: SystemClock.now_ms(),
+                        partitions: parts,
+                    }),
+                    600_000,
+                )
+                .await?;
+                h.record((started.elapsed().as_micros() as u64).max(1))?;
+                commits += 1;
+            }
+            Ok::<_, anyhow::Error>((h, commits))
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut commits = 0;
+    for t in tasks {
+        let (h, n) = t.await??;
+        all.add(&h)?;
+        commits += n;
+    }
+    let conflicts = icestream_storage::metrics::META_CONFLICTS
+        .as_ref()
+        .map(|c| c.get())
+        .unwrap_or(0)
+        - conflicts_before;
+    println!(
+        "segment commits       {writers} writer(s), {partitions} shared partitions, {duration} s: {commits} commits ({:.0}/s)",
+        commits as f64 / duration as f64
+    );
+    println!(
+        "commit latency        p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        all.value_at_quantile(0.5) as f64 / 1000.0,
+        all.value_at_quantile(0.99) as f64 / 1000.0,
+        all.max() as f64 / 1000.0
+    );
+    println!(
+        "conflicts             {conflicts} retries ({:.1}% of commits)",
+        conflicts as f64 * 100.0 / commits.max(1) as f64
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -444,5 +551,11 @@ fn main() -> anyhow::Result<()> {
             topic,
             partitions,
         } => fetch(bootstrap, topic, partitions),
+        Command::Meta {
+            metadata,
+            writers,
+            partitions,
+            duration,
+        } => rt.block_on(meta_bench(metadata, writers, partitions, duration)),
     }
 }
