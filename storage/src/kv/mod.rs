@@ -180,7 +180,7 @@ pub trait KvStoreExt: KvStore {
         E: TxnError,
         F: for<'t> FnMut(&'t mut dyn KvTxn) -> TxnFuture<'t, T, E> + Send,
     {
-        let mut backoff = Duration::from_millis(2);
+        let mut backoff = Duration::from_millis(1);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -196,7 +196,7 @@ pub trait KvStoreExt: KvStore {
                     tracing::debug!(attempts, "meta.retry");
                     let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 + 1);
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e),
             }
