@@ -191,3 +191,39 @@ def test_aiokafka_roundtrip(broker):
 
     sent, got = asyncio.run(run())
     assert got == sent
+
+
+def test_alter_configs_and_compacted_topics_need_keys(broker):
+    """IncrementalAlterConfigs makes a topic compacted; records without a key are then
+    refused with INVALID_RECORD naming them, as Kafka does."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource)
+
+    create_topic(broker.bootstrap, "compacted", 1)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource("topic", "compacted", incremental_configs=[
+        ConfigEntry("cleanup.policy", "compact",
+                    incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=10)
+    described = admin.describe_configs([ConfigResource("topic", "compacted")])
+    configs = list(described.values())[0].result(timeout=10)
+    assert configs["cleanup.policy"].value == "compact"
+    assert configs["retention.ms"].value == "86400000"
+
+    results = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for key in [b"k", None, b"k2"]:
+        p.produce("compacted", key=key, value=b"v", on_delivery=lambda e, m: results.append(e))
+        p.flush(10)
+    assert results[0] is None and results[2] is None
+    assert results[1] is not None and results[1].code() == KafkaError.INVALID_RECORD
+
+    bad = ConfigResource("topic", "compacted", incremental_configs=[
+        ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        admin.incremental_alter_configs([bad])[bad].result(timeout=10)
+        raise AssertionError("an unknown config was accepted")
+    except Exception as e:  # KafkaException(INVALID_CONFIG)
+        assert "INVALID_CONFIG" in str(e) or "unknown topic config" in str(e)

@@ -33,6 +33,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 0, 2),
     (ApiKey::OffsetDelete, 0, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 0, 1),
+    (ApiKey::AlterConfigs, 0, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 0, 1),
 ];
 

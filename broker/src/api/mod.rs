@@ -1,6 +1,7 @@
 //! Request dispatch: header peeking, version checks, decoding with `kafka-protocol`, one
 //! module per Kafka API, and response encoding.
 
+mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -211,6 +212,12 @@ pub async fn dispatch(
         }),
         RequestKind::ConsumerGroupDescribe(req) => respond(ctx.clone(), async move {
             ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(&b, req).await)
+        }),
+        RequestKind::IncrementalAlterConfigs(req) => respond(ctx.clone(), async move {
+            ResponseKind::IncrementalAlterConfigs(alter_configs::incremental(&b, req).await)
+        }),
+        RequestKind::AlterConfigs(req) => respond(ctx.clone(), async move {
+            ResponseKind::AlterConfigs(alter_configs::alter(&b, req).await)
         }),
         other => {
             // `handled` only lets through the APIs matched above.

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use icestream_storage::batch::batches;
 use icestream_storage::meta::UnitOutcome;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -23,8 +25,8 @@ use crate::topics::effective_config;
 
 /// Where each partition of the response comes from.
 enum Slot {
-    /// Refused before queueing.
-    Error(ResponseError, Option<String>),
+    /// Refused before queueing (with the indexes of the offending records, if known).
+    Error(ResponseError, Option<String>, Vec<i32>),
     /// Queued: index into the appender's outcomes.
     Queued(usize),
 }
@@ -69,22 +71,28 @@ pub async fn admit(
         for partition in topic_data.partition_data {
             let index = partition.index;
             let slot = if let Some((code, msg)) = &refuse_all {
-                Slot::Error(*code, msg.clone())
+                Slot::Error(*code, msg.clone(), Vec::new())
             } else {
                 match &topic {
-                    Err(e) => Slot::Error(errors::meta_retriable(e), Some(e.to_string())),
-                    Ok(None) if ctx.version >= 13 => {
-                        Slot::Error(ResponseError::UnknownTopicId, None)
+                    Err(e) => {
+                        Slot::Error(errors::meta_retriable(e), Some(e.to_string()), Vec::new())
                     }
-                    Ok(None) => Slot::Error(ResponseError::UnknownTopicOrPartition, None),
+                    Ok(None) if ctx.version >= 13 => {
+                        Slot::Error(ResponseError::UnknownTopicId, None, Vec::new())
+                    }
+                    Ok(None) => {
+                        Slot::Error(ResponseError::UnknownTopicOrPartition, None, Vec::new())
+                    }
                     Ok(Some(t)) if index < 0 || index >= t.partitions => {
-                        Slot::Error(ResponseError::UnknownTopicOrPartition, None)
+                        Slot::Error(ResponseError::UnknownTopicOrPartition, None, Vec::new())
                     }
                     Ok(Some(t)) => {
                         let max = effective_config(t, "max.message.bytes")
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(broker.settings.message_max_bytes);
-                        match validate(partition, max) {
+                        let compacted = effective_config(t, "cleanup.policy")
+                            .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+                        match validate(partition, max, compacted) {
                             Ok(input_batches) => {
                                 inputs.push(PartitionInput {
                                     topic_id: t.id,
@@ -93,9 +101,9 @@ pub async fn admit(
                                 });
                                 Slot::Queued(inputs.len() - 1)
                             }
-                            Err((code, msg)) => {
+                            Err((code, msg, records)) => {
                                 tracing::debug!(topic = %t.name, partition = index, error = %msg, "produce refused");
-                                Slot::Error(code, Some(msg))
+                                Slot::Error(code, Some(msg), records)
                             }
                         }
                     }
@@ -144,23 +152,48 @@ pub async fn admit(
     }))
 }
 
-/// Splits and checks the batches of one partition.
+/// A refusal: error code, message, indexes of the offending records in their batch.
+type Refusal = (ResponseError, String, Vec<i32>);
+
+/// Splits and checks the batches of one partition. On compacted topics every record needs
+/// a key.
 fn validate(
     partition: PartitionProduceData,
     max_batch_bytes: usize,
-) -> Result<Vec<(icestream_storage::batch::BatchHeader, Bytes)>, (ResponseError, String)> {
+    compacted: bool,
+) -> Result<Vec<(icestream_storage::batch::BatchHeader, Bytes)>, Refusal> {
+    let refuse = |code: ResponseError, msg: String| (code, msg, Vec::new());
     let records = partition.records.unwrap_or_default();
     if records.is_empty() {
-        return Err((ResponseError::InvalidRecord, "no record batches".into()));
+        return Err(refuse(
+            ResponseError::InvalidRecord,
+            "no record batches".into(),
+        ));
     }
     let mut out = Vec::new();
     for item in batches(&records) {
-        let (header, batch) = item.map_err(|e| (errors::batch(&e), e.to_string()))?;
+        let (header, batch) = item.map_err(|e| refuse(errors::batch(&e), e.to_string()))?;
         header
             .validate(&batch)
-            .map_err(|e| (errors::batch(&e), e.to_string()))?;
+            .map_err(|e| refuse(errors::batch(&e), e.to_string()))?;
+        if compacted {
+            let rows = icestream_storage::records::decode_batch(&batch, 0)
+                .map_err(|e| refuse(ResponseError::CorruptMessage, e.to_string()))?;
+            let keyless: Vec<i32> = rows
+                .iter()
+                .filter(|r| r.key.is_none())
+                .map(|r| r.offset as i32)
+                .collect();
+            if !keyless.is_empty() {
+                return Err((
+                    ResponseError::InvalidRecord,
+                    "compacted topics accept only records with a key".into(),
+                    keyless,
+                ));
+            }
+        }
         if batch.len() > max_batch_bytes {
-            return Err((
+            return Err(refuse(
                 ResponseError::MessageTooLarge,
                 format!(
                     "record batch of {} bytes exceeds max.message.bytes {max_batch_bytes}",
@@ -169,16 +202,19 @@ fn validate(
             ));
         }
         if header.record_count == 0 {
-            return Err((ResponseError::InvalidRecord, "empty record batch".into()));
+            return Err(refuse(
+                ResponseError::InvalidRecord,
+                "empty record batch".into(),
+            ));
         }
         if header.is_transactional() || header.is_control() {
-            return Err((
+            return Err(refuse(
                 ResponseError::InvalidRecord,
                 "transactional and control batches are not supported yet".into(),
             ));
         }
         if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
-            return Err((
+            return Err(refuse(
                 ResponseError::InvalidRecord,
                 "idempotent batch without epoch or sequence".into(),
             ));
@@ -200,8 +236,12 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                         .with_index(index)
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1);
+                    let mut record_errors = Vec::new();
                     let (code, message, base, log_start) = match slot {
-                        Slot::Error(code, msg) => (Some(code), msg, -1, -1),
+                        Slot::Error(code, msg, records) => {
+                            record_errors = records;
+                            (Some(code), msg, -1, -1)
+                        }
                         Slot::Queued(i) => match outcome {
                             Err(e) => (Some(errors::append(e)), Some(e.to_string()), -1, -1),
                             Ok(outcomes) => match outcomes.get(i) {
@@ -230,7 +270,20 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                         r = r.with_log_start_offset(log_start);
                     }
                     if version >= 8 {
-                        r = r.with_error_message(message.map(StrBytes::from_string));
+                        r = r
+                            .with_record_errors(
+                                record_errors
+                                    .into_iter()
+                                    .map(|i| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(i)
+                                            .with_batch_index_error_message(
+                                                message.clone().map(StrBytes::from_string),
+                                            )
+                                    })
+                                    .collect(),
+                            )
+                            .with_error_message(message.map(StrBytes::from_string));
                     }
                     r
                 })

@@ -1,0 +1,178 @@
+//! AlterConfigs (replaces a topic's configs) and IncrementalAlterConfigs (SET, DELETE,
+//! APPEND, SUBTRACT per config). Broker configs are static: changing them is refused.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as AlterResult;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::errors;
+use crate::topics::{effective_config, validate_config};
+
+const RESOURCE_TOPIC: i8 = 2;
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+type Outcome = Result<(), (ResponseError, String)>;
+
+/// Applies `changes` (`None` = back to the default) to a topic, after validating them all.
+async fn apply(
+    broker: &Broker,
+    resource_type: i8,
+    topic: &str,
+    changes: Vec<(String, Option<String>)>,
+    validate_only: bool,
+) -> Outcome {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker settings are static (restart with new settings)".into(),
+        ));
+    }
+    for (name, value) in &changes {
+        if let Some(v) = value {
+            validate_config(name, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        } else if crate::topics::config_def(name).is_none() {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("unknown topic config {name:?}"),
+            ));
+        }
+    }
+    match broker.topics.get(topic).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic {topic:?}"),
+            ))
+        }
+        Err(e) => return Err((errors::meta_retriable(&e), e.to_string())),
+    }
+    if validate_only {
+        return Ok(());
+    }
+    broker
+        .topics
+        .alter_configs(topic, changes)
+        .await
+        .map(|_| ())
+        .map_err(|e| (errors::meta(&e), e.to_string()))
+}
+
+pub async fn incremental(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let topic = r.resource_name.to_string();
+        let current = match broker.topics.get(&topic).await {
+            Ok(Some(t)) => Some(t),
+            _ => None,
+        };
+        let mut changes = Vec::new();
+        let mut error = None;
+        for c in &r.configs {
+            let name = c.name.to_string();
+            let value = c.value.as_ref().map(|v| v.to_string());
+            let list =
+                |t: &Option<std::sync::Arc<icestream_storage::meta::TopicMeta>>| -> Vec<String> {
+                    t.as_ref()
+                        .and_then(|t| effective_config(t, &name).map(str::to_string))
+                        .map(|v| {
+                            v.split(',')
+                                .map(|s| s.trim().to_string())
+                                .filter(|s| !s.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+            match c.config_operation {
+                SET => changes.push((name, value)),
+                DELETE => changes.push((name, None)),
+                APPEND | SUBTRACT => {
+                    let mut items = list(&current);
+                    for v in value
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                    {
+                        if c.config_operation == APPEND {
+                            if !items.iter().any(|i| i == v) {
+                                items.push(v.to_string());
+                            }
+                        } else {
+                            items.retain(|i| i != v);
+                        }
+                    }
+                    let joined = items.join(",");
+                    changes.push((name, (!joined.is_empty()).then_some(joined)));
+                }
+                other => {
+                    error = Some((
+                        ResponseError::InvalidRequest,
+                        format!("unknown config operation {other}"),
+                    ));
+                }
+            }
+        }
+        let outcome = match error {
+            Some(e) => Err(e),
+            None => apply(broker, r.resource_type, &topic, changes, req.validate_only).await,
+        };
+        let mut resp = IncrementalResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name);
+        if let Err((code, msg)) = outcome {
+            resp = resp
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg)));
+        }
+        responses.push(resp);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+pub async fn alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let topic = r.resource_name.to_string();
+        // Legacy AlterConfigs replaces the whole set: unlisted configs go back to defaults.
+        let mut changes: BTreeMap<String, Option<String>> = match broker.topics.get(&topic).await {
+            Ok(Some(t)) => t.configs.keys().map(|k| (k.clone(), None)).collect(),
+            _ => BTreeMap::new(),
+        };
+        for c in &r.configs {
+            changes.insert(c.name.to_string(), c.value.as_ref().map(|v| v.to_string()));
+        }
+        let outcome = apply(
+            broker,
+            r.resource_type,
+            &topic,
+            changes.into_iter().collect(),
+            req.validate_only,
+        )
+        .await;
+        let mut resp = AlterResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name);
+        if let Err((code, msg)) = outcome {
+            resp = resp
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg)));
+        }
+        responses.push(resp);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
