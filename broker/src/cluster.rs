@@ -49,7 +49,21 @@ impl Cluster {
             live: RwLock::new(Vec::new()),
             me,
         });
-        cluster.renew().await?;
+        // Another live broker with our node id: wait for its lease to lapse (a crashed
+        // predecessor), then give up.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(lease_ms as u64 + 1000);
+        loop {
+            match cluster.renew().await {
+                Err(MetaError::NodeIdInUse(id)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(
+                        node_id = id,
+                        "node id registered by a live broker; waiting for its lease"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break other?,
+            }
+        }
         cluster.refresh().await?;
         let task = {
             let c = cluster.clone();
@@ -93,8 +107,11 @@ impl Cluster {
     }
 
     async fn renew(&self) -> Result<(), MetaError> {
+        // The embedded store is exclusive to this process: any registration in it is a
+        // previous run's.
+        let takeover = self.meta.kv().kind() == "embedded";
         self.meta
-            .register_broker(self.record(), self.lease_ms)
+            .register_broker(self.record(), self.lease_ms, takeover)
             .await
     }
 

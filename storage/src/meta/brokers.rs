@@ -47,8 +47,14 @@ impl MetaStore {
     }
 
     /// Registers or renews a broker until `now + lease_ms`. Fails if a live broker of
-    /// another incarnation holds the node id.
-    pub async fn register_broker(&self, record: BrokerRecord, lease_ms: i64) -> Result<()> {
+    /// another incarnation holds the node id, unless it advertises the same address (the
+    /// same broker restarted before its old lease lapsed) or `takeover` is set.
+    pub async fn register_broker(
+        &self,
+        record: BrokerRecord,
+        lease_ms: i64,
+        takeover: bool,
+    ) -> Result<()> {
         let now = self.now_ms();
         self.kv
             .transact(|tx| {
@@ -61,7 +67,13 @@ impl MetaStore {
                                 what: "broker record",
                                 reason: e.to_string(),
                             })?;
-                        if current.incarnation != record.incarnation && current.expires_ms > now {
+                        let same_address =
+                            current.host == record.host && current.port == record.port;
+                        if current.incarnation != record.incarnation
+                            && current.expires_ms > now
+                            && !takeover
+                            && !same_address
+                        {
                             return Err(MetaError::NodeIdInUse(record.node_id));
                         }
                     }

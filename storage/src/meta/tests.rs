@@ -554,16 +554,22 @@ async fn brokers_register_with_leases() {
         incarnation: incarnation.into(),
         expires_ms: 0,
     };
-    meta.register_broker(record(id, "a"), 1000)
+    meta.register_broker(record(id, "a"), 1000, false)
         .await
         .expect("register");
-    meta.register_broker(record(other, "b"), 5000)
+    meta.register_broker(record(other, "b"), 5000, false)
         .await
         .expect("register");
+    let mut elsewhere = record(id, "c");
+    elsewhere.port = 9093;
     assert!(matches!(
-        meta.register_broker(record(id, "c"), 1000).await,
+        meta.register_broker(elsewhere.clone(), 1000, false).await,
         Err(MetaError::NodeIdInUse(_))
     ));
+    // The same address is the same broker restarted: it takes its id back.
+    meta.register_broker(record(id, "d"), 1000, false)
+        .await
+        .expect("restart");
     assert_eq!(meta.live_brokers().await.expect("live").len(), 2);
     clock.advance(1500);
     let live = meta.live_brokers().await.expect("live");
@@ -571,7 +577,7 @@ async fn brokers_register_with_leases() {
         live.iter().map(|b| b.node_id).collect::<Vec<_>>(),
         vec![other]
     );
-    meta.register_broker(record(id, "c"), 1000)
+    meta.register_broker(elsewhere, 1000, false)
         .await
         .expect("expired id reused");
     meta.deregister_broker(other, "b")
