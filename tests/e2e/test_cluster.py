@@ -5,12 +5,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
-from pyiceberg.catalog.sql import SqlCatalog
-
 from helpers import Broker, free_port
-from tables import wait_for_rows
+from tables import open_sql_catalog, wait_for_rows
 from test_groups import Member, wait_until
 from workload import consume, create_topic
 
@@ -43,6 +42,15 @@ def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
             time.sleep(0.3)
         assert len(md.brokers) == 3, md.brokers
 
+        # Every broker names the same coordinator for a group, whichever one is asked.
+        for group in ("cluster-group", "another-group", "a-third-group"):
+            coordinators = set()
+            for b in brokers:
+                admin = AdminClient({"bootstrap.servers": b.bootstrap})
+                described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+                coordinators.add(described.coordinator.id)
+            assert len(coordinators) == 1 and coordinators <= set(md.brokers), coordinators
+
         topic, partitions, count = "clustered", 6, 60_000
         create_topic(bootstrap, topic, partitions)
         acks_file = tmp_path / "acks.txt"
@@ -63,13 +71,28 @@ def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
             acked[key] = (int(p), int(o))
         assert len(acked) == count
 
-        wait_until(lambda: len({x for m in members for x in m.seen}) >= count, timeout=180,
-                   what="the group to consume every record")
+        def consumed_by_group():
+            return {x for m in members for x in m.seen + m.uncertain}
+
+        try:
+            wait_until(lambda: len(consumed_by_group()) >= count, timeout=180,
+                       what="the group to consume every record")
+        except AssertionError:
+            got = consumed_by_group()
+            missing = sorted(set(acked.values()) - got)
+            raise AssertionError(
+                f"{len(missing)} records never consumed, first {missing[:10]}; "
+                f"assignments {[sorted(m.assignment) for m in members]}; "
+                f"errors {[m.errors[-5:] for m in members]}")
         for m in members:
             m.stop()
+        # At least once: every acknowledged record was processed; a record is processed
+        # twice only when a commit covering it failed (the broker holding the group died).
         seen = [x for m in members for x in m.seen]
-        assert len(seen) == len(set(seen)) == count, "each record consumed exactly once"
-        assert set(seen) == set(acked.values())
+        uncertain = {x for m in members for x in m.uncertain}
+        assert consumed_by_group() == set(acked.values())
+        twice = {x for x, n in Counter(seen).items() if n > 1}
+        assert twice <= uncertain, f"records processed twice without a failed commit: {twice}"
 
         survivors = ",".join(brokers[i].bootstrap for i in (0, 2))
         consumed = consume(survivors, topic, partitions, count, timeout=180)
@@ -82,12 +105,11 @@ def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
             assert offs == list(range(len(offs))), f"partition {p} offsets are dense"
 
         uri = postgres_url.replace("postgres://", "postgresql+psycopg2://", 1)
-        catalog = SqlCatalog("icestream", uri=uri,
-                             warehouse=f"s3://icestream/{prefix}/warehouse",
-                             **{"s3.endpoint": seaweedfs.s3_endpoint,
-                                "s3.access-key-id": seaweedfs.ACCESS_KEY,
-                                "s3.secret-access-key": seaweedfs.SECRET_KEY,
-                                "s3.region": "us-east-1", "s3.path-style-access": "true"})
+        catalog = open_sql_catalog(uri, f"s3://icestream/{prefix}/warehouse",
+                                   **{"s3.endpoint": seaweedfs.s3_endpoint,
+                                      "s3.access-key-id": seaweedfs.ACCESS_KEY,
+                                      "s3.secret-access-key": seaweedfs.SECRET_KEY,
+                                      "s3.region": "us-east-1", "s3.path-style-access": "true"})
         table = wait_for_rows(catalog, topic, count, timeout=120)
         assert sorted(table) == sorted(acked.values()), "the table holds every record once"
     finally:

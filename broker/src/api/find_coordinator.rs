@@ -12,25 +12,25 @@ pub fn handle(
     ctx: &Context,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let e = &broker.endpoint;
-    let host = StrBytes::from_string(e.host.clone());
     if ctx.version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let c = broker.cluster.coordinator(&key);
                 Coordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(e.node_id))
-                    .with_host(host.clone())
-                    .with_port(e.port)
+                    .with_node_id(BrokerId(c.node_id))
+                    .with_host(StrBytes::from_string(c.host))
+                    .with_port(c.port)
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
+        let c = broker.cluster.coordinator(&req.key);
         FindCoordinatorResponse::default()
-            .with_node_id(BrokerId(e.node_id))
-            .with_host(host)
-            .with_port(e.port)
+            .with_node_id(BrokerId(c.node_id))
+            .with_host(StrBytes::from_string(c.host))
+            .with_port(c.port)
     }
 }
