@@ -8,10 +8,23 @@ import duckdb
 from pyiceberg.catalog.sql import SqlCatalog
 
 
+def open_sql_catalog(uri, warehouse, **props):
+    """PyIceberg's SqlCatalog. Opening it creates the catalog tables if missing, which
+    races with the broker creating them ("table ... already exists"): open it again."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    for attempt in range(20):
+        try:
+            return SqlCatalog("icestream", uri=uri, warehouse=warehouse, **props)
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+
+
 def sql_catalog(broker, **props):
     """PyIceberg's SqlCatalog on the broker's embedded SQLite catalog."""
-    return SqlCatalog("icestream", uri=f"sqlite:///{broker.data_dir}/catalog.db",
-                      warehouse=f"file://{broker.data_dir}/objects/warehouse", **props)
+    return open_sql_catalog(f"sqlite:///{broker.data_dir}/catalog.db",
+                            f"file://{broker.data_dir}/objects/warehouse", **props)
 
 
 def rows(catalog, topic, namespace="kafka"):

@@ -4,9 +4,8 @@ SeaweedFS, the SQL catalog on PostgreSQL, and SeaweedFS's Iceberg REST catalog."
 import uuid
 
 from pyiceberg.catalog.rest import RestCatalog
-from pyiceberg.catalog.sql import SqlCatalog
 
-from tables import wait_for_rows
+from tables import open_sql_catalog, wait_for_rows
 from workload import assert_same, consume, create_topic, expected_tuple, make_records, produce
 
 FAST = {"compaction_interval_ms": 300}
@@ -33,8 +32,8 @@ def check_roundtrip(broker, catalog, topic="events", namespace="kafka"):
 def test_sql_catalog_with_warehouse_on_seaweedfs(seaweedfs, make_broker):
     prefix = f"wh-{uuid.uuid4().hex[:8]}"
     broker = make_broker({**FAST, "object_store": seaweedfs.s3_url(prefix=prefix)})
-    catalog = SqlCatalog("icestream", uri=f"sqlite:///{broker.data_dir}/catalog.db",
-                         warehouse=f"s3://icestream/{prefix}/warehouse", **s3_props(seaweedfs))
+    catalog = open_sql_catalog(f"sqlite:///{broker.data_dir}/catalog.db",
+                               f"s3://icestream/{prefix}/warehouse", **s3_props(seaweedfs))
     check_roundtrip(broker, catalog)
     t = catalog.load_table(("kafka", "events"))
     assert t.location().startswith(f"s3://icestream/{prefix}/warehouse/")
@@ -43,7 +42,7 @@ def test_sql_catalog_with_warehouse_on_seaweedfs(seaweedfs, make_broker):
 def test_sql_catalog_on_postgres(postgres_url, make_broker):
     broker = make_broker({**FAST, "catalog": postgres_url})
     uri = postgres_url.replace("postgres://", "postgresql+psycopg2://", 1)
-    catalog = SqlCatalog("icestream", uri=uri, warehouse=f"file://{broker.data_dir}/objects/warehouse")
+    catalog = open_sql_catalog(uri, f"file://{broker.data_dir}/objects/warehouse")
     check_roundtrip(broker, catalog)
 
 

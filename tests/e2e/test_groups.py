@@ -26,6 +26,9 @@ class Member(threading.Thread):
         self.stop_flag = threading.Event()
         self.closed = threading.Event()
         self.errors = []
+        # Records whose commit raised: the broker may or may not have stored the offsets
+        # (at-least-once), so these may be skipped by the next owner or read again.
+        self.uncertain = []
         config = {"bootstrap.servers": bootstrap, "group.id": group,
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
@@ -63,8 +66,19 @@ class Member(threading.Thread):
                     try:
                         self.consumer.commit(asynchronous=False)
                         self.seen.extend(batch)
-                    except Exception as e:  # a rebalance took the partitions: not processed
+                    except Exception as e:
+                        # Not processed: read the batch again (if the partitions are still
+                        # ours; otherwise their next owner starts at the committed offset).
                         self.errors.append(f"commit: {e}")
+                        self.uncertain.extend(batch)
+                        first = {}
+                        for p, o in batch:
+                            first[p] = min(o, first.get(p, o))
+                        for p, o in first.items():
+                            try:
+                                self.consumer.seek(TopicPartition(self.topic, p, o))
+                            except Exception:
+                                pass
         finally:
             self.consumer.close()
             self.closed.set()
