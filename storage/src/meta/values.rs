@@ -369,9 +369,16 @@ pub fn decode_i64(bytes: &[u8], what: &'static str) -> Result<i64, MetaError> {
 mod tests {
     use super::*;
 
+    /// Compiled in, so a test binary reused from another checkout still finds them.
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        let bytes: &[u8] = match name {
+            "partition-state-v1.bin" => include_bytes!("../../fixtures/partition-state-v1.bin"),
+            "index-entry-v1.bin" => include_bytes!("../../fixtures/index-entry-v1.bin"),
+            "producer-state-v1.bin" => include_bytes!("../../fixtures/producer-state-v1.bin"),
+            "topic-v1.json" => include_bytes!("../../fixtures/topic-v1.json"),
+            other => panic!("no fixture {other}"),
+        };
+        bytes.to_vec()
     }
 
     fn sample_entry() -> IndexEntry {
