@@ -33,6 +33,7 @@ pub fn config(settings: &Settings, holder: String) -> CompactorConfig {
         holder,
         snapshot_retention: Duration::from_millis(settings.snapshot_retention_ms),
         keep_snapshots: settings.keep_snapshots,
+        lease_ttl: Duration::from_millis(settings.broker_lease_ms.max(1000)),
         ..CompactorConfig::default()
     }
 }

@@ -51,6 +51,9 @@ pub struct CompactorConfig {
     pub row_group_rows: usize,
     /// This compactor's name in leases.
     pub holder: String,
+    /// How long a topic lease outlives its holder's last renewal: after a crash, another
+    /// compactor takes the topic over this long after the holder's last renewal.
+    pub lease_ttl: Duration,
     /// Snapshots older than this are expired (the newest `keep_snapshots` always stay).
     pub snapshot_retention: Duration,
     pub keep_snapshots: usize,
@@ -65,6 +68,7 @@ impl Default for CompactorConfig {
             target_file_bytes: 128 * 1024 * 1024,
             row_group_rows: 16 * 1024,
             holder: format!("compactor-{}", Uuid::new_v4().simple()),
+            lease_ttl: Duration::from_secs(10),
             snapshot_retention: Duration::from_secs(3600),
             keep_snapshots: 10,
         }
@@ -112,17 +116,45 @@ impl Compactor {
 
     /// One round over every topic whose lease this compactor holds or can take.
     pub async fn compact_all(&self) -> Result<Vec<(String, RoundReport)>, CompactError> {
-        let ttl = (self.config.interval * 3 + Duration::from_secs(30)).as_millis() as i64;
+        let ttl = self.lease_ttl_ms();
         let mut reports = Vec::new();
         for topic in self.meta.topics().await? {
+            let lease = Self::lease_name(&topic);
             if !self
                 .meta
-                .acquire_lease(&Self::lease_name(&topic), &self.config.holder, ttl)
+                .acquire_lease(&lease, &self.config.holder, ttl)
                 .await?
             {
                 continue;
             }
-            match self.context().run(&topic).await {
+            // The lease is renewed while the round runs, however long it takes; it lapses
+            // only when this compactor stops renewing it (it died).
+            let context = self.context();
+            let round = context.run(&topic);
+            let renew = async {
+                let every = Duration::from_millis((ttl / 3).max(50) as u64);
+                loop {
+                    tokio::time::sleep(every).await;
+                    match self
+                        .meta
+                        .acquire_lease(&lease, &self.config.holder, ttl)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(topic = %topic.name, "compaction lease taken over mid-round")
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %topic.name, error = %e, "renewing the compaction lease failed")
+                        }
+                    }
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = round => outcome,
+                never = renew => never,
+            };
+            match outcome {
                 Ok(r) => reports.push((topic.name.clone(), r)),
                 Err(e) => {
                     tracing::warn!(topic = %topic.name, error = %e, "compaction round failed")
@@ -251,6 +283,31 @@ impl Compactor {
                 }
             }
         }
-        let _ = self;
+        self.release_leases().await;
+    }
+
+    fn lease_ttl_ms(&self) -> i64 {
+        self.config.lease_ttl.as_millis().max(1) as i64
+    }
+
+    /// Gives up this compactor's topic leases (a graceful stop), so another compactor
+    /// takes the topics over at its next round instead of after the lease TTL.
+    pub async fn release_leases(&self) {
+        let topics = match self.meta.topics().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list topics to release compaction leases");
+                return;
+            }
+        };
+        for topic in topics {
+            if let Err(e) = self
+                .meta
+                .release_lease(&Self::lease_name(&topic), &self.config.holder)
+                .await
+            {
+                tracing::warn!(topic = %topic.name, error = %e, "releasing a compaction lease failed");
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use iceberg::{Catalog, TableIdent};
 use icestream_catalog::commit::append_pinned;
 use icestream_catalog::connect;
 use icestream_catalog::table::{committed_offsets, table_ident, SUMMARY_OFFSETS};
-use icestream_compactor::{CompactorConfig, RoundContext};
+use icestream_compactor::{Compactor, CompactorConfig, RoundContext};
 use icestream_storage::meta::{
     AppendBatch, AppendUnit, Location, PartitionAppend, RoundFile, RoundIntent, SegmentAppend,
     TopicMeta,
@@ -268,4 +268,62 @@ async fn an_uncommitted_round_is_discarded() {
     ));
     let ident = table_ident("kafka", "orphans").expect("ident");
     assert_eq!(env.table_rows(&ident).await, 1);
+}
+
+impl Env {
+    fn compactor(&self, holder: &str, lease_ttl: std::time::Duration) -> Compactor {
+        Compactor {
+            meta: self.meta.clone(),
+            objects: self.objects.clone(),
+            catalog: self.catalog.clone(),
+            config: CompactorConfig {
+                holder: holder.into(),
+                lease_ttl,
+                ..CompactorConfig::default()
+            },
+            listener: None,
+        }
+    }
+}
+
+// One compactor per topic at a time; a stopped compactor hands its topics over at once,
+// a dead one when its lease lapses.
+#[tokio::test]
+async fn topic_leases_move_between_compactors() {
+    use std::time::Duration;
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("leased", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    let a = env.compactor("a", Duration::from_secs(60));
+    let b = env.compactor("b", Duration::from_millis(300));
+    env.produce(&topic, &["1", "2"]).await;
+    let folded = a.compact_all().await.expect("a");
+    assert_eq!(folded.len(), 1);
+    assert_eq!(folded[0].1.rows, 2);
+    env.produce(&topic, &["3"]).await;
+    assert!(
+        b.compact_all().await.expect("b").is_empty(),
+        "a holds the topic"
+    );
+
+    a.release_leases().await;
+    let folded = b.compact_all().await.expect("b");
+    assert_eq!(folded.len(), 1, "a released the topic");
+    assert_eq!(folded[0].1.rows, 1);
+
+    // b dies (stops renewing): a takes the topic once b's lease lapses.
+    env.produce(&topic, &["4"]).await;
+    assert!(
+        a.compact_all().await.expect("a").is_empty(),
+        "b holds the topic"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let folded = a.compact_all().await.expect("a");
+    assert_eq!(folded.len(), 1, "b's lease lapsed");
+    assert_eq!(folded[0].1.rows, 1);
+    let ident = table_ident("kafka", "leased").expect("ident");
+    assert_eq!(env.table_rows(&ident).await, 4);
 }

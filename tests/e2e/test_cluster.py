@@ -34,13 +34,14 @@ def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
     try:
         # Every broker sees the others.
         from confluent_kafka.admin import AdminClient
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            md = AdminClient({"bootstrap.servers": brokers[0].bootstrap}).list_topics(timeout=10)
-            if len(md.brokers) == 3:
-                break
-            time.sleep(0.3)
-        assert len(md.brokers) == 3, md.brokers
+        for b in brokers:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+                if len(md.brokers) == 3:
+                    break
+                time.sleep(0.3)
+            assert len(md.brokers) == 3, md.brokers
 
         # Every broker names the same coordinator for a group, whichever one is asked.
         for group in ("cluster-group", "another-group", "a-third-group"):
