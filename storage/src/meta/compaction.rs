@@ -145,87 +145,102 @@ impl MetaStore {
             .await
     }
 
-    /// Points the index at a committed round's data files, in one transaction: for each
-    /// partition, the WAL entries covering the files' offsets are replaced by one entry per
-    /// file, their segments released; then the intent is cleared. Idempotent: entries
-    /// already swapped are left alone. Returns the new entries.
+    /// Points the index at a committed round's data files: for each partition, in its own
+    /// transaction (so appends to the topic never wait behind one large swap), the WAL
+    /// entries covering the files' offsets are replaced by one entry per file and their
+    /// segments released; then the intent is cleared. Idempotent: entries already swapped
+    /// are left alone, so a swap interrupted between partitions is finished by running it
+    /// again (the intent stays until every partition is done). Returns the new entries.
     pub async fn swap_to_table(
         &self,
         topic_id: Uuid,
         files: &[RoundFile],
     ) -> Result<Vec<(i32, IndexEntry)>> {
+        let mut partitions: Vec<i32> = files.iter().map(|f| f.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let mut created = Vec::new();
+        for p in partitions {
+            let mut mine: Vec<RoundFile> =
+                files.iter().filter(|f| f.partition == p).cloned().collect();
+            mine.sort_by_key(|f| f.first_offset);
+            created.extend(
+                self.swap_partition(topic_id, p, mine)
+                    .await?
+                    .into_iter()
+                    .map(|e| (p, e)),
+            );
+        }
+        self.clear_round_intent(topic_id).await?;
+        Ok(created)
+    }
+
+    async fn swap_partition(
+        &self,
+        topic_id: Uuid,
+        p: i32,
+        mine: Vec<RoundFile>,
+    ) -> Result<Vec<IndexEntry>> {
         let now = self.now_ms();
-        let files = files.to_vec();
         self.kv
             .transact(|tx| {
-                let files = files.clone();
+                let mine = mine.clone();
                 Box::pin(async move {
-                    let mut created = Vec::new();
-                    let mut partitions: Vec<i32> = files.iter().map(|f| f.partition).collect();
-                    partitions.sort_unstable();
-                    partitions.dedup();
-                    for p in partitions {
-                        let mut mine: Vec<&RoundFile> =
-                            files.iter().filter(|f| f.partition == p).collect();
-                        mine.sort_by_key(|f| f.first_offset);
-                        let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
-                            continue;
-                        };
-                        let (start, end) = (first.first_offset, last.last_offset);
-                        let begin = keys::index(topic_id, p, start);
-                        let stop = prefix_end(&keys::index(topic_id, p, end));
-                        let rows = tx.get_range(&begin, &stop, 0, false).await?;
-                        let mut old = Vec::new();
-                        for (k, v) in &rows {
-                            let e = IndexEntry::decode(
-                                keys::index_last_offset(k).unwrap_or_default(),
-                                v,
-                            )?;
-                            if matches!(e.location, Location::Table { .. }) {
-                                continue;
-                            }
-                            if e.base_offset < start {
-                                return Err(MetaError::Corrupt {
-                                    what: "index entry",
-                                    reason: format!(
-                                        "entry {}..={} straddles the compacted range start {start}",
-                                        e.base_offset, e.last_offset
-                                    ),
-                                });
-                            }
-                            old.push((k.clone(), e));
-                        }
-                        if old.is_empty() {
+                    let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+                        return Ok(Vec::new());
+                    };
+                    let (start, end) = (first.first_offset, last.last_offset);
+                    let begin = keys::index(topic_id, p, start);
+                    let stop = prefix_end(&keys::index(topic_id, p, end));
+                    let rows = tx.get_range(&begin, &stop, 0, false).await?;
+                    let mut old = Vec::new();
+                    for (k, v) in &rows {
+                        let e =
+                            IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+                        if matches!(e.location, Location::Table { .. }) {
                             continue;
                         }
-                        let total_bytes: u64 = old.iter().map(|(_, e)| e.size_bytes()).sum();
-                        let total_rows: u64 =
-                            mine.iter().map(|f| u64::from(f.rows)).sum::<u64>().max(1);
-                        for (k, _) in &old {
-                            tx.clear(k);
+                        if e.base_offset < start {
+                            return Err(MetaError::Corrupt {
+                                what: "index entry",
+                                reason: format!(
+                                    "entry {}..={} straddles the compacted range start {start}",
+                                    e.base_offset, e.last_offset
+                                ),
+                            });
                         }
-                        let removed: Vec<IndexEntry> = old.into_iter().map(|(_, e)| e).collect();
-                        release_entries(tx, &removed, now).await?;
-                        for f in mine {
-                            let entry = IndexEntry {
-                                base_offset: f.first_offset,
-                                last_offset: f.last_offset,
-                                location: Location::Table {
-                                    file: f.file.clone(),
-                                    rows: f.rows,
-                                    bytes: total_bytes * u64::from(f.rows) / total_rows,
-                                },
-                                batch_count: 1,
-                                max_timestamp: f.max_timestamp,
-                            };
-                            tx.set(
-                                &keys::index(topic_id, p, entry.last_offset),
-                                &entry.encode(),
-                            );
-                            created.push((p, entry));
-                        }
+                        old.push((k.clone(), e));
                     }
-                    tx.clear(&intent_key(topic_id));
+                    if old.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let total_bytes: u64 = old.iter().map(|(_, e)| e.size_bytes()).sum();
+                    let total_rows: u64 =
+                        mine.iter().map(|f| u64::from(f.rows)).sum::<u64>().max(1);
+                    for (k, _) in &old {
+                        tx.clear(k);
+                    }
+                    let removed: Vec<IndexEntry> = old.into_iter().map(|(_, e)| e).collect();
+                    release_entries(tx, &removed, now).await?;
+                    let mut created = Vec::with_capacity(mine.len());
+                    for f in mine {
+                        let entry = IndexEntry {
+                            base_offset: f.first_offset,
+                            last_offset: f.last_offset,
+                            location: Location::Table {
+                                file: f.file.clone(),
+                                rows: f.rows,
+                                bytes: total_bytes * u64::from(f.rows) / total_rows,
+                            },
+                            batch_count: 1,
+                            max_timestamp: f.max_timestamp,
+                        };
+                        tx.set(
+                            &keys::index(topic_id, p, entry.last_offset),
+                            &entry.encode(),
+                        );
+                        created.push(entry);
+                    }
                     Ok(created)
                 })
             })
