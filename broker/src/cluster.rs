@@ -149,6 +149,31 @@ impl Cluster {
         self.pick(&key).node_id
     }
 
+    /// KIP-392: the broker a consumer in `rack` should fetch a partition from, when this
+    /// broker is the partition's leader but not in that rack: a live broker of the rack,
+    /// by the same hashing (every broker serves every partition). `None`: fetch here.
+    pub fn preferred_read_replica(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        rack: &str,
+    ) -> Option<i32> {
+        if rack.is_empty() || self.me.rack.as_deref() == Some(rack) {
+            return None;
+        }
+        if self.leader(topic_id, partition) != self.me.node_id {
+            // The client already fetches from a replica of its choosing.
+            return None;
+        }
+        let mut key = topic_id.as_bytes().to_vec();
+        key.extend_from_slice(&partition.to_be_bytes());
+        self.brokers()
+            .into_iter()
+            .filter(|b| b.rack.as_deref() == Some(rack) && b.node_id != self.me.node_id)
+            .max_by_key(|b| score(&key, b.node_id))
+            .map(|b| b.node_id)
+    }
+
     /// The broker coordinating a group (or transactional id).
     pub fn coordinator(&self, key: &str) -> BrokerRecord {
         self.pick(key.as_bytes())

@@ -11,7 +11,7 @@ from pathlib import Path
 from helpers import Broker, free_port
 from tables import open_sql_catalog, wait_for_rows
 from test_groups import Member, wait_until
-from workload import consume, create_topic
+from workload import assert_same, consume, create_topic, make_records, produce
 
 
 def cluster_settings(postgres_url, seaweedfs, prefix):
@@ -131,3 +131,45 @@ def test_embedded_store_refuses_a_second_broker(tmp_path):
         assert "in use by another process" in second.log()
     finally:
         first.stop()
+
+
+def test_consumers_fetch_from_their_rack(postgres_url, tmp_path):
+    """KIP-392: a consumer with `client.rack` reads every partition from a broker in its
+    rack; the leader in another rack only names that broker."""
+    from confluent_kafka.admin import AdminClient
+    from test_observability import get, metric
+
+    shared = {"metadata": postgres_url, "catalog": postgres_url,
+              "object_store": f"file://{tmp_path / 'objects'}", "broker_lease_ms": 3000}
+    racks = ["a", "b", "b"]
+    admin_ports = [free_port() for _ in racks]
+    brokers = [Broker(tmp_path / f"b{i}", {**shared, "rack": rack,
+                                            "admin_listen": f"127.0.0.1:{admin_ports[i]}"}).start()
+               for i, rack in enumerate(racks)]
+    bootstrap = ",".join(b.bootstrap for b in brokers)
+    try:
+        for b in brokers:
+            wait_until(lambda: len(AdminClient({"bootstrap.servers": b.bootstrap})
+                                   .list_topics(timeout=10).brokers) == 3,
+                       timeout=20, what="every broker to see the others")
+        topic, partitions = "racked", 24
+        create_topic(bootstrap, topic, partitions)
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+        rack_a = [n for n, b in md.brokers.items() if b.port == brokers[0].port]
+        leaders = [p.leader for p in md.topics[topic].partitions.values()]
+        assert rack_a and rack_a[0] in leaders, "some partitions are led from rack a"
+
+        records = make_records(3_000, partitions, seed=5)
+        acked, errors = produce(bootstrap, topic, records)
+        assert not errors
+        consumed = consume(bootstrap, topic, partitions, len(acked), **{"client.rack": "b"})
+        assert_same(acked, consumed)
+
+        fetched = [metric(get(f"http://127.0.0.1:{p}/metrics")[1], "icestream_fetch_bytes_total")
+                   for p in admin_ports]
+        assert fetched[0] == 0, f"records fetched from the other rack's broker: {fetched}"
+        assert fetched[1] > 0 and fetched[2] > 0, fetched
+    finally:
+        for b in brokers:
+            if b.alive():
+                b.stop()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
@@ -87,6 +87,10 @@ async fn read_all(
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1)
                 .with_aborted_transactions(None);
+            let replica = match &resolved {
+                Ok(Some(t)) => preferred(broker, ctx, req, t.id, p.partition),
+                _ => None,
+            };
             let data = match &resolved {
                 Err(e) => {
                     any_error = true;
@@ -100,6 +104,18 @@ async fn read_all(
                         ResponseError::UnknownTopicOrPartition
                     };
                     base.with_error_code(code.code())
+                }
+                Ok(Some(t)) if replica.is_some() => {
+                    // Fetch from a broker in the client's rack (KIP-392): no records here.
+                    let replica = BrokerId(replica.unwrap_or(-1));
+                    let mut d = base.with_preferred_read_replica(replica);
+                    if let Ok(Some(s)) = broker.log.partition(t.id, p.partition).await {
+                        d = d
+                            .with_high_watermark(s.high_watermark())
+                            .with_last_stable_offset(s.high_watermark())
+                            .with_log_start_offset(s.log_start());
+                    }
+                    d
                 }
                 Ok(Some(t)) => {
                     let max = (p.partition_max_bytes.max(0) as usize).min(budget);
@@ -154,6 +170,22 @@ async fn read_all(
         total,
         any_error,
     )
+}
+
+/// Fetch v11+ carries the consumer's rack (`client.rack`).
+fn preferred(
+    broker: &Broker,
+    ctx: &Context,
+    req: &FetchRequest,
+    topic_id: uuid::Uuid,
+    partition: i32,
+) -> Option<i32> {
+    if ctx.version < 11 {
+        return None;
+    }
+    broker
+        .cluster
+        .preferred_read_replica(topic_id, partition, req.rack_id.as_str())
 }
 
 fn concat(batches: Vec<Bytes>, bytes: usize) -> Bytes {
