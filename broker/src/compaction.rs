@@ -34,6 +34,7 @@ pub fn config(settings: &Settings, holder: String) -> CompactorConfig {
         snapshot_retention: Duration::from_millis(settings.snapshot_retention_ms),
         keep_snapshots: settings.keep_snapshots,
         lease_ttl: Duration::from_millis(settings.broker_lease_ms.max(1000)),
+        metadata_grace: Duration::from_millis(settings.table_metadata_grace_ms),
         ..CompactorConfig::default()
     }
 }

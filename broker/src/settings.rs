@@ -106,6 +106,9 @@ pub struct Settings {
     /// Snapshots older than this expire (the newest `keep_snapshots` always stay).
     pub snapshot_retention_ms: u64,
     pub keep_snapshots: usize,
+    /// Table metadata files (old metadata JSON, manifest lists of expired snapshots,
+    /// leftovers of failed commits) that nothing references are deleted after this.
+    pub table_metadata_grace_ms: u64,
     /// Default `retention.ms` of topics (Kafka's `log.retention.ms`); -1 keeps forever.
     pub log_retention_ms: i64,
 
@@ -157,6 +160,7 @@ pub const KEYS: &[&str] = &[
     "table_file_bytes",
     "snapshot_retention_ms",
     "keep_snapshots",
+    "table_metadata_grace_ms",
     "log_retention_ms",
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
@@ -200,6 +204,7 @@ impl Default for Settings {
             table_file_bytes: 128 * 1024 * 1024,
             snapshot_retention_ms: 60 * 60 * 1000,
             keep_snapshots: 10,
+            table_metadata_grace_ms: 10 * 60 * 1000,
             log_retention_ms: 7 * 24 * 60 * 60 * 1000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,

@@ -4,6 +4,7 @@
 //! lease in the metadata store keeps two compactors off the same topic.
 
 mod arrow;
+pub mod janitor;
 pub mod metrics;
 pub mod round;
 
@@ -51,6 +52,8 @@ pub struct CompactorConfig {
     pub row_group_rows: usize,
     /// This compactor's name in leases.
     pub holder: String,
+    /// Unreferenced table metadata files older than this are deleted.
+    pub metadata_grace: Duration,
     /// How long a topic lease outlives its holder's last renewal: after a crash, another
     /// compactor takes the topic over this long after the holder's last renewal.
     pub lease_ttl: Duration,
@@ -69,6 +72,7 @@ impl Default for CompactorConfig {
             row_group_rows: 16 * 1024,
             holder: format!("compactor-{}", Uuid::new_v4().simple()),
             lease_ttl: Duration::from_secs(10),
+            metadata_grace: Duration::from_secs(600),
             snapshot_retention: Duration::from_secs(3600),
             keep_snapshots: 10,
         }
@@ -197,6 +201,39 @@ impl Compactor {
         Ok(())
     }
 
+    /// Deletes the unreferenced metadata files of every topic table this compactor holds.
+    pub async fn sweep_tables(&self) -> Result<usize, CompactError> {
+        let mut deleted = 0;
+        for topic in self.meta.topics().await? {
+            if !self
+                .meta
+                .acquire_lease(
+                    &Self::lease_name(&topic),
+                    &self.config.holder,
+                    self.lease_ttl_ms(),
+                )
+                .await?
+            {
+                continue;
+            }
+            let ident = table_ident(&self.config.namespace, &topic.name)?;
+            if !self.catalog.table_exists(&ident).await? {
+                continue;
+            }
+            let table = self.catalog.load_table(&ident).await?;
+            match janitor::sweep_metadata(&self.objects, &table, self.config.metadata_grace).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(topic = %topic.name, files = n, "table.sweep");
+                    }
+                    deleted += n;
+                }
+                Err(e) => tracing::warn!(topic = %topic.name, error = %e, "table sweep failed"),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Applies `retention.ms` / `retention.bytes` of every topic: the log start moves past
     /// expired entries, but never past what the table holds (rows are not lost to
     /// retention before they are in the table).
@@ -280,6 +317,9 @@ impl Compactor {
                 }
                 if let Err(e) = self.expire_snapshots().await {
                     tracing::warn!(error = %e, "snapshot expiry failed");
+                }
+                if let Err(e) = self.sweep_tables().await {
+                    tracing::warn!(error = %e, "table sweep failed");
                 }
             }
         }

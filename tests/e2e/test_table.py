@@ -129,3 +129,61 @@ def test_retention_moves_log_start_but_keeps_table_rows(make_broker):
     c.close()
     assert low == 1000 and high == 1000
     assert len(rows(sql_catalog(broker), "short")) == 1000
+
+
+def test_unreferenced_table_metadata_is_swept(make_broker):
+    """Expired snapshots' manifest lists, metadata files out of the metadata log and a
+    failed commit's leftovers are deleted once older than the grace period; the table
+    stays readable from PyIceberg and DuckDB."""
+    import os
+    broker = make_broker({"compaction_interval_ms": 200, "snapshot_retention_ms": 0,
+                          "keep_snapshots": 3, "table_metadata_grace_ms": 2000})
+    topic = "swept"
+    create_topic(broker.bootstrap, topic, 2)
+    catalog = sql_catalog(broker)
+    acked = {}
+    for i in range(8):  # at least one snapshot each
+        more, errors = produce(broker.bootstrap, topic, make_records(300, 2, seed=40 + i))
+        assert not errors
+        acked.update(more)
+        wait_for_rows(catalog, topic, len(acked))
+    table = catalog.load_table(("kafka", topic))
+    meta_dir = Path(table.location().removeprefix("file://")) / "metadata"
+    hour_ago = time.time() - 3600
+    leftovers = [meta_dir / "00000-left-by-a-failed-commit.metadata.json",
+                 meta_dir / "left-by-a-failed-commit-m0.avro",
+                 meta_dir / "snap-1-1-left-by-a-failed-commit.avro"]
+    for f in leftovers:
+        f.write_bytes(b"{}")
+        os.utime(f, (hour_ago, hour_ago))
+    young = meta_dir / "being-written-m0.avro"
+    young.write_bytes(b"{}")
+    in_an_hour = time.time() + 3600
+    os.utime(young, (in_an_hour, in_an_hour))
+
+    deadline = time.time() + 60
+    while any(f.exists() for f in leftovers) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not any(f.exists() for f in leftovers), "failed commits' files swept"
+    assert young.exists(), "files younger than the grace period stay"
+
+    def manifest_lists():
+        return sorted(p.name for p in meta_dir.glob("snap-*.avro"))
+
+    # Only the live snapshots' manifest lists remain (a round may add one meanwhile).
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        table = catalog.load_table(("kafka", topic))
+        live = sorted(Path(s.manifest_list).name for s in table.snapshots())
+        if set(live) == set(manifest_lists()) or len(manifest_lists()) <= len(live):
+            break
+        time.sleep(0.5)
+    table = catalog.load_table(("kafka", topic))
+    live = {Path(s.manifest_list).name for s in table.snapshots()}
+    assert len(live) <= 5, live
+    assert set(manifest_lists()) - live == set(), "expired snapshots' manifest lists deleted"
+    assert len(list(meta_dir.glob("*.metadata.json"))) <= 1 + len(table.metadata.metadata_log)
+
+    got = wait_for_rows(catalog, topic, len(acked))
+    assert sorted(got) == sorted(acked)
+    assert duckdb_count(table.metadata_location.removeprefix("file://")) == len(acked)
