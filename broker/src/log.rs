@@ -318,6 +318,15 @@ impl Log {
                 let want = ((max_bytes as u64 / per_row) as i64)
                     .clamp(1, self.table_read_rows as i64 * 16);
                 let to = entry.last_offset.min(from.saturating_add(want - 1));
+                // Batches rebuilt from Parquet share the bounded cache with WAL data, keyed
+                // by file, range end and start: readers replaying the same offsets with the
+                // same fetch sizes (several groups, or a restarted one) read the file once.
+                let key = (table_read_key(file, to), from as u64);
+                if let Some(data) = self.data.get(&key) {
+                    crate::metrics::inc(&crate::metrics::TABLE_READ_CACHE_HITS);
+                    return Ok((data, to + 1));
+                }
+                crate::metrics::inc(&crate::metrics::TABLE_READS);
                 let (store, path) = self.objects.resolve_url(file).ok_or_else(|| {
                     ReadError::Corrupt(format!("{file} is outside the object store"))
                 })?;
@@ -329,6 +338,7 @@ impl Log {
                     })?;
                 let data = icestream_storage::records::encode_batches(&rows)
                     .map_err(|e| ReadError::Corrupt(format!("re-encoding rows of {file}: {e}")))?;
+                self.data.insert(key, data.clone());
                 Ok((data, to + 1))
             }
         }
@@ -541,4 +551,13 @@ impl Log {
         }
         Ok(None)
     }
+}
+
+/// Cache key part of a table read: the file and the last offset read, hashed (WAL keys are
+/// segment ids, random UUIDs: no collisions in practice).
+fn table_read_key(file: &str, to: i64) -> Uuid {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    file.hash(&mut h);
+    Uuid::from_u64_pair(h.finish(), to as u64)
 }

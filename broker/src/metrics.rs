@@ -70,6 +70,16 @@ histogram!(
     LATENCY_BUCKETS
 );
 counter!(
+    TABLE_READS,
+    "icestream_table_reads_total",
+    "reads of table (Parquet) files to serve fetches of compacted offsets"
+);
+counter!(
+    TABLE_READ_CACHE_HITS,
+    "icestream_table_read_cache_hits_total",
+    "fetches of compacted offsets served from the cache of rebuilt batches"
+);
+counter!(
     SEGMENT_PUTS,
     "icestream_segment_puts_total",
     "WAL segment objects written"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Broker
+from helpers import Broker, free_port
 from tables import duckdb_count, rows, sql_catalog, wait_for_rows
+from test_observability import get, metric
 from workload import (assert_same, consume, create_topic, expected_tuple, make_records,
                       produce)
 
@@ -35,7 +36,9 @@ def test_table_has_every_record_exactly(make_broker):
 
 
 def test_consumer_reads_compacted_offsets_after_wal_is_gone(make_broker):
-    broker = make_broker({**FAST, "segment_grace_ms": 10_000, "gc_interval_ms": 500})
+    admin = free_port()
+    broker = make_broker({**FAST, "segment_grace_ms": 10_000, "gc_interval_ms": 500,
+                          "admin_listen": f"127.0.0.1:{admin}"})
     create_topic(broker.bootstrap, "history", 3)
     records = make_records(9_000, 3, seed=22)
     acked, _ = produce(broker.bootstrap, "history", records, **{"compression.type": "zstd"})
@@ -50,8 +53,17 @@ def test_consumer_reads_compacted_offsets_after_wal_is_gone(make_broker):
     while time.time() < deadline and segments():
         time.sleep(0.5)
     assert not segments(), "WAL segments were not collected"
+    def counter(name):
+        return metric(get(f"http://127.0.0.1:{admin}/metrics")[1], name)
+
     consumed = consume(broker.bootstrap, "history", 3, len(acked))
     assert_same(acked, consumed)
+    reads = counter("icestream_table_reads_total")
+    assert reads > 0, "the records came from Parquet"
+    # A second reader of the same offsets is served from the cache of rebuilt batches.
+    assert_same(acked, consume(broker.bootstrap, "history", 3, len(acked)))
+    assert counter("icestream_table_read_cache_hits_total") > 0
+    assert counter("icestream_table_reads_total") - reads < reads / 2
     # And by timestamp, into the compacted data.
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ts"})
