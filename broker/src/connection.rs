@@ -5,6 +5,12 @@
 //! yields a response future, and the write loop awaits those futures in order. A frame
 //! over `socket_request_max_bytes`, a malformed frame or an unsupported API version closes
 //! the connection with a log line; other connections are unaffected.
+//!
+//! Memory held by requests is bounded twice: a frame's declared size is checked against
+//! `socket_request_max_bytes` before anything is read, and every frame first takes its size
+//! from the listener-wide [`RequestMemory`] pool (Kafka's `queued.max.request.bytes`), held
+//! until the request is decoded and admitted. The frame buffer grows as bytes arrive, so a
+//! slow client that announces a large frame holds pool permits, not memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ResponseFuture};
@@ -22,12 +28,46 @@ use crate::broker::Broker;
 /// Responses waiting to be written per connection (Kafka clients pipeline at most a few).
 const MAX_PENDING_RESPONSES: usize = 64;
 
+/// Frame buffers grow in steps of at most this many bytes as data arrives.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Request bytes read but not yet decoded and admitted, across every connection of a
+/// listener. A frame waits for its size in permits before it is read.
+#[derive(Clone)]
+pub struct RequestMemory {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+impl RequestMemory {
+    /// A pool of `total` bytes; it is raised to `max_frame` so any admissible frame fits.
+    pub fn new(total: usize, max_frame: usize) -> Self {
+        let total = total.max(max_frame).min(Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    async fn acquire(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.min(self.total)).ok()?;
+        self.permits.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Bytes currently held by frames being read or decoded.
+    pub fn in_use(&self) -> usize {
+        self.total - self.permits.available_permits()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
     #[error("frame of {size} bytes exceeds socket_request_max_bytes ({max})")]
     TooLarge { size: usize, max: usize },
     #[error("negative frame size {0}")]
     Negative(i32),
+    #[error("the request memory pool is closed")]
+    Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -36,6 +76,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    memory: RequestMemory,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
@@ -48,10 +89,10 @@ pub async fn serve(
     crate::metrics::gauge_add(&crate::metrics::CONNECTIONS, 1);
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut reader, max) => f,
+            f = read_frame(&mut reader, max, &memory) => f,
             _ = shutdown.cancelled() => break,
         };
-        let frame = match frame {
+        let (frame, permit) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(FrameError::Io(e)) => {
@@ -59,11 +100,14 @@ pub async fn serve(
                 break;
             }
             Err(e) => {
+                crate::metrics::inc(&crate::metrics::MALFORMED_REQUESTS);
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
             }
         };
-        match api::dispatch(&broker, frame, peer).await {
+        let dispatched = api::dispatch(&broker, frame, peer).await;
+        drop(permit);
+        match dispatched {
             Ok(Some(response)) => {
                 if tx.send(response).await.is_err() {
                     break;
@@ -71,6 +115,9 @@ pub async fn serve(
             }
             Ok(None) => {}
             Err(e) => {
+                if matches!(e, api::DispatchError::Malformed { .. }) {
+                    crate::metrics::inc(&crate::metrics::MALFORMED_REQUESTS);
+                }
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
             }
@@ -82,11 +129,12 @@ pub async fn serve(
     tracing::debug!(%peer, "connection.closed");
 }
 
-/// Reads one frame; `None` on a clean end of stream.
+/// Reads one frame and the pool permits it holds; `None` on a clean end of stream.
 async fn read_frame<R: AsyncReadExt + Unpin>(
     reader: &mut R,
     max: usize,
-) -> Result<Option<Bytes>, FrameError> {
+    memory: &RequestMemory,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, FrameError> {
     let size = match reader.read_i32().await {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -99,8 +147,12 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
-    let mut buf = BytesMut::with_capacity(size);
+    let permit = memory.acquire(size).await.ok_or(FrameError::Closed)?;
+    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
     while buf.len() < size {
+        if buf.capacity() == buf.len() {
+            buf.reserve((size - buf.len()).min(READ_CHUNK.max(buf.len())));
+        }
         let n = (&mut *reader)
             .take((size - buf.len()) as u64)
             .read_buf(&mut buf)
@@ -109,7 +161,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some((buf.freeze(), permit)))
 }
 
 async fn write_loop(

@@ -54,6 +54,11 @@ histogram!(
     LATENCY_BUCKETS
 );
 counter!(
+    MALFORMED_REQUESTS,
+    "icestream_malformed_requests_total",
+    "connections closed because a request frame could not be decoded"
+);
+counter!(
     FETCH_REQUESTS,
     "icestream_fetch_requests_total",
     "fetch requests"

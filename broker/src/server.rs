@@ -102,6 +102,10 @@ async fn accept_loop(
     background: impl std::future::Future<Output = ()>,
 ) {
     let limit = Arc::new(Semaphore::new(broker.settings.max_connections));
+    let memory = connection::RequestMemory::new(
+        broker.settings.queued_max_request_bytes,
+        broker.settings.socket_request_max_bytes,
+    );
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -124,8 +128,9 @@ async fn accept_loop(
         };
         let broker = broker.clone();
         let shutdown = shutdown.clone();
+        let memory = memory.clone();
         connections.spawn(async move {
-            connection::serve(broker, stream, peer, shutdown).await;
+            connection::serve(broker, stream, peer, memory, shutdown).await;
             drop(permit);
         });
     }

@@ -78,6 +78,10 @@ pub struct Settings {
     pub message_max_bytes: usize,
     /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
     pub socket_request_max_bytes: usize,
+    /// Request bytes being read or decoded at once across all connections (Kafka's
+    /// `queued.max.request.bytes`); connections wait to read beyond it. Raised to
+    /// `socket_request_max_bytes` if smaller.
+    pub queued_max_request_bytes: usize,
     /// Most client connections served at once.
     pub max_connections: usize,
 
@@ -147,6 +151,7 @@ pub const KEYS: &[&str] = &[
     "num_partitions",
     "message_max_bytes",
     "socket_request_max_bytes",
+    "queued_max_request_bytes",
     "max_connections",
     "cache_bytes",
     "segment_grace_ms",
@@ -191,6 +196,7 @@ impl Default for Settings {
             num_partitions: 1,
             message_max_bytes: 1_048_588,
             socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: 512 * 1024 * 1024,
             max_connections: 10_000,
             cache_bytes: 512 * 1024 * 1024,
             segment_grace_ms: 10 * 60 * 1000,

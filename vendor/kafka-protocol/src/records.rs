@@ -39,7 +39,7 @@
 //!  }
 //! ```
 use anyhow::{anyhow, bail, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use crc::{Crc, CRC_32_ISO_HDLC};
 use crc32c::crc32c;
 use indexmap::IndexMap;
@@ -514,7 +514,9 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // icestream patch (see PATCHES.md): the count comes from the wire; every record takes
+        // at least 7 bytes, so never reserve more than the remaining bytes could hold.
+        records.reserve((batch_decode_info.record_count as usize).min(buf.remaining() / 7));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -893,7 +895,8 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        // icestream patch (see PATCHES.md): every header takes at least 2 bytes.
+        let mut headers = IndexMap::with_capacity(num_headers.min(buf.remaining() / 2));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

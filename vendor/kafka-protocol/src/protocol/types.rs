@@ -359,7 +359,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut strbuf = vec![0; n as usize];
+                let mut strbuf = vec![0; checked_len(buf, n as usize)?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -511,7 +511,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut strbuf = vec![0; (n - 1) as usize];
+                let mut strbuf = vec![0; checked_len(buf, (n - 1) as usize)?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -655,7 +655,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut data = vec![0; n as usize];
+                let mut data = vec![0; checked_len(buf, n as usize)?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -804,7 +804,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut data = vec![0; (n - 1) as usize];
+                let mut data = vec![0; checked_len(buf, (n - 1) as usize)?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -985,7 +985,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                let mut result = Vec::with_capacity(array_capacity::<T, B>(buf, n as usize)?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1008,6 +1008,37 @@ impl<T, E: Decoder<T>> Decoder<Vec<T>> for Array<E> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Bytes of element storage an array decoder reserves up front at most; longer arrays grow
+/// as their elements are actually decoded. (icestream patch, see PATCHES.md)
+const MAX_PREALLOCATED_ARRAY_BYTES: usize = 64 * 1024;
+
+/// Fails when a string or byte field claims more bytes than the buffer holds, before anything
+/// is allocated for it. (icestream patch, see PATCHES.md)
+pub(crate) fn checked_len<B: ByteBuf>(buf: &B, len: usize) -> Result<usize> {
+    if len > buf.remaining() {
+        bail!(
+            "Field length {len} exceeds the {} bytes remaining in the buffer",
+            buf.remaining()
+        );
+    }
+    Ok(len)
+}
+
+/// The capacity to reserve for an array of `len` elements read from the wire. As in Kafka's
+/// generated readers, an array claiming more elements than there are bytes left is an error
+/// (every element takes at least one byte); the reservation is also capped in bytes, so a
+/// large claimed length never allocates more than the decoded elements need.
+/// (icestream patch, see PATCHES.md)
+pub(crate) fn array_capacity<T, B: ByteBuf>(buf: &B, len: usize) -> Result<usize> {
+    if len > buf.remaining() {
+        bail!(
+            "Array length {len} exceeds the {} bytes remaining in the buffer",
+            buf.remaining()
+        );
+    }
+    Ok(len.min(MAX_PREALLOCATED_ARRAY_BYTES / std::mem::size_of::<T>().max(1)))
 }
 
 /// An array whose length is encoded with a varint.
@@ -1093,7 +1124,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(array_capacity::<T, B>(buf, (n - 1) as usize)?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
