@@ -2,6 +2,7 @@
 
 use icestream_storage::batch::BatchError;
 use icestream_storage::meta::UnitOutcome;
+use icestream_storage::validate::ValidationError;
 use icestream_storage::MetaError;
 use kafka_protocol::ResponseError;
 
@@ -56,6 +57,23 @@ pub fn batch(e: &BatchError) -> ResponseError {
         | BatchError::InvalidLength(_)
         | BatchError::InvalidRecordCount { .. }
         | BatchError::UnknownCompression(_) => ResponseError::CorruptMessage,
+    }
+}
+
+pub fn validation(e: &ValidationError) -> ResponseError {
+    match e {
+        ValidationError::Batch(b) => batch(b),
+        ValidationError::Decompress(_)
+        | ValidationError::Corrupt { .. }
+        | ValidationError::RecordCount { .. }
+        | ValidationError::LastOffsetDelta { .. } => ResponseError::CorruptMessage,
+        ValidationError::LogAppendTimeFromProducer => ResponseError::InvalidTimestamp,
+        ValidationError::OffsetDelta { .. }
+        | ValidationError::NullHeaderKey { .. }
+        | ValidationError::MissingKey { .. }
+        | ValidationError::Empty
+        | ValidationError::ProducerFields
+        | ValidationError::Transactional => ResponseError::InvalidRecord,
     }
 }
 

@@ -16,7 +16,7 @@ const CRC_START: usize = 21;
 const LOG_OVERHEAD: usize = 12;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
+pub(crate) const ATTR_TIMESTAMP_TYPE: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
 
@@ -231,6 +231,32 @@ impl Iterator for BatchIter<'_> {
         self.position += header.size;
         Some(Ok((header, bytes)))
     }
+}
+
+/// Byte position of the attributes field inside a batch.
+const ATTRIBUTES_AT: usize = 21;
+/// Byte position of the max timestamp field inside a batch.
+const MAX_TIMESTAMP_AT: usize = 35;
+/// Byte position of the CRC field inside a batch.
+const CRC_AT: usize = 17;
+
+/// Sets the attributes and max timestamp of the whole batch in `batch` and recomputes its
+/// CRC (both fields are covered by it).
+pub fn rewrite_header(batch: &mut [u8], attributes: i16, max_timestamp: i64) {
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The CRC field of a batch (at least a header long).
+pub fn stored_crc(batch: &[u8]) -> u32 {
+    u32::from_be_bytes([
+        batch[CRC_AT],
+        batch[CRC_AT + 1],
+        batch[CRC_AT + 2],
+        batch[CRC_AT + 3],
+    ])
 }
 
 /// Rewrites the base offset and partition leader epoch of every batch in `buf`, which holds

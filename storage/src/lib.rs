@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod clock;
+pub mod compression;
 pub mod direct_fs;
 pub mod kv;
 pub mod meta;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod objects;
 pub mod records;
 pub mod segment;
+pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use meta::{MetaError, MetaStore};

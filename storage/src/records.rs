@@ -3,10 +3,10 @@
 //!
 //! `kafka-protocol`'s record type keeps headers in a map, which would merge repeated
 //! header keys; Kafka allows them, so rows keep headers as an ordered list and the record
-//! format is read here (decompression is `kafka-protocol`'s).
+//! format is read here. Nothing read from a batch sizes an allocation before it is checked
+//! against the bytes present (decompression is bounded by [`crate::compression`]).
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -18,7 +18,7 @@ pub enum RecordsError {
     #[error("batch: {0}")]
     Batch(#[from] crate::batch::BatchError),
     #[error("decompressing a batch: {0}")]
-    Decompress(String),
+    Decompress(#[from] crate::compression::DecompressError),
     #[error("malformed record: {0}")]
     Malformed(&'static str),
     #[error("encoding records: {0}")]
@@ -69,19 +69,6 @@ fn bytes_field(buf: &mut Bytes) -> Result<Option<Bytes>, RecordsError> {
     Ok(Some(buf.split_to(len)))
 }
 
-fn decompress(codec: i16, mut data: Bytes) -> Result<Bytes, RecordsError> {
-    let err = |e: anyhow::Error| RecordsError::Decompress(e.to_string());
-    let take = |b: &mut Bytes| Ok(b.clone());
-    match codec {
-        0 => Ok(data),
-        1 => Gzip::decompress(&mut data, take).map_err(err),
-        2 => Snappy::decompress(&mut data, take).map_err(err),
-        3 => Lz4::decompress(&mut data, take).map_err(err),
-        4 => Zstd::decompress(&mut data, take).map_err(err),
-        _ => Err(RecordsError::Malformed("unknown compression codec")),
-    }
-}
-
 /// Decodes a batch whose records start at `base_offset` (the batch's own base offset
 /// field is ignored, so stored batches need not be patched). Control batches yield no
 /// rows.
@@ -91,8 +78,14 @@ pub fn decode_batch(batch: &Bytes, base_offset: i64) -> Result<Vec<Row>, Records
         return Ok(Vec::new());
     }
     let body = batch.slice(BATCH_HEADER_LEN..header.size.min(batch.len()));
-    let mut data = decompress(header.compression(), body)?;
-    let mut rows = Vec::with_capacity(header.record_count.max(0) as usize);
+    let mut data = crate::compression::decompress(
+        header.compression(),
+        body,
+        crate::compression::MAX_UNCOMPRESSED_BATCH_BYTES,
+    )?;
+    // The count is the batch's claim: reserve no more than the bytes could hold (every
+    // record takes at least 7 bytes).
+    let mut rows = Vec::with_capacity((header.record_count.max(0) as usize).min(data.len() / 7));
     for _ in 0..header.record_count {
         let len = varint(&mut data)?;
         if len < 0 || data.remaining() < len as usize {
@@ -108,7 +101,10 @@ pub fn decode_batch(batch: &Bytes, base_offset: i64) -> Result<Vec<Row>, Records
         let key = bytes_field(&mut rec)?;
         let value = bytes_field(&mut rec)?;
         let count = varint(&mut rec)?;
-        let mut headers = Vec::with_capacity(count.max(0) as usize);
+        if count < 0 || count as usize > rec.remaining() / 2 {
+            return Err(RecordsError::Malformed("header count"));
+        }
+        let mut headers = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let k = bytes_field(&mut rec)?.ok_or(RecordsError::Malformed("null header key"))?;
             let v = bytes_field(&mut rec)?;

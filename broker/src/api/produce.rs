@@ -1,13 +1,17 @@
-//! Produce: validates every batch (magic v2, CRC-32C, sizes, record counts), queues the
-//! valid partitions in the appender in arrival order, and answers once their segment is
-//! committed (acks=1 and acks=all alike: durable in object storage and indexed).
-//! Partitions with bad input get their error code; the connection lives on.
+//! Produce: validates every batch completely (`icestream_storage::validate`: header, CRC,
+//! every record of the decompressed body, counts, offset deltas, timestamps), makes its
+//! header true (recomputed max timestamp, LogAppendTime), queues the valid partitions in
+//! the appender in arrival order, and answers once their segment is committed (acks=1 and
+//! acks=all alike: durable in object storage and indexed). Partitions with bad input get
+//! their error code (with the offending record where there is one); the connection lives
+//! on.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use icestream_storage::batch::batches;
+use icestream_storage::batch::{batches, BatchHeader};
 use icestream_storage::meta::UnitOutcome;
+use icestream_storage::validate::{finalize, validate as storage_validate, Policy};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -27,8 +31,8 @@ use crate::topics::effective_config;
 enum Slot {
     /// Refused before queueing (with the indexes of the offending records, if known).
     Error(ResponseError, Option<String>, Vec<i32>),
-    /// Queued: index into the appender's outcomes.
-    Queued(usize),
+    /// Queued: index into the appender's outcomes, and the LogAppendTime given, if any.
+    Queued(usize, Option<i64>),
 }
 
 struct TopicSlots {
@@ -90,16 +94,22 @@ pub async fn admit(
                         let max = effective_config(t, "max.message.bytes")
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(broker.settings.message_max_bytes);
-                        let compacted = effective_config(t, "cleanup.policy")
-                            .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
-                        match validate(partition, max, compacted) {
+                        let policy = Policy {
+                            require_keys: effective_config(t, "cleanup.policy")
+                                .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")),
+                            log_append_time: effective_config(t, "message.timestamp.type")
+                                .is_some_and(|v| v == "LogAppendTime"),
+                            allow_transactional: false,
+                        };
+                        let append_time = policy.log_append_time.then(now_ms);
+                        match validate(partition, max, policy, append_time) {
                             Ok(input_batches) => {
                                 inputs.push(PartitionInput {
                                     topic_id: t.id,
                                     partition: index,
                                     batches: input_batches,
                                 });
-                                Slot::Queued(inputs.len() - 1)
+                                Slot::Queued(inputs.len() - 1, append_time)
                             }
                             Err((code, msg, records)) => {
                                 tracing::debug!(topic = %t.name, partition = index, error = %msg, "produce refused");
@@ -155,13 +165,19 @@ pub async fn admit(
 /// A refusal: error code, message, indexes of the offending records in their batch.
 type Refusal = (ResponseError, String, Vec<i32>);
 
-/// Splits and checks the batches of one partition. On compacted topics every record needs
-/// a key.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Splits and checks the batches of one partition, and makes their headers true.
 fn validate(
     partition: PartitionProduceData,
     max_batch_bytes: usize,
-    compacted: bool,
-) -> Result<Vec<(icestream_storage::batch::BatchHeader, Bytes)>, Refusal> {
+    policy: Policy,
+    append_time: Option<i64>,
+) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
     let refuse = |code: ResponseError, msg: String| (code, msg, Vec::new());
     let records = partition.records.unwrap_or_default();
     if records.is_empty() {
@@ -173,25 +189,6 @@ fn validate(
     let mut out = Vec::new();
     for item in batches(&records) {
         let (header, batch) = item.map_err(|e| refuse(errors::batch(&e), e.to_string()))?;
-        header
-            .validate(&batch)
-            .map_err(|e| refuse(errors::batch(&e), e.to_string()))?;
-        if compacted {
-            let rows = icestream_storage::records::decode_batch(&batch, 0)
-                .map_err(|e| refuse(ResponseError::CorruptMessage, e.to_string()))?;
-            let keyless: Vec<i32> = rows
-                .iter()
-                .filter(|r| r.key.is_none())
-                .map(|r| r.offset as i32)
-                .collect();
-            if !keyless.is_empty() {
-                return Err((
-                    ResponseError::InvalidRecord,
-                    "compacted topics accept only records with a key".into(),
-                    keyless,
-                ));
-            }
-        }
         if batch.len() > max_batch_bytes {
             return Err(refuse(
                 ResponseError::MessageTooLarge,
@@ -201,25 +198,14 @@ fn validate(
                 ),
             ));
         }
-        if header.record_count == 0 {
-            return Err(refuse(
-                ResponseError::InvalidRecord,
-                "empty record batch".into(),
-            ));
-        }
-        if header.is_transactional() || header.is_control() {
-            return Err(refuse(
-                ResponseError::InvalidRecord,
-                "transactional and control batches are not supported yet".into(),
-            ));
-        }
-        if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
-            return Err(refuse(
-                ResponseError::InvalidRecord,
-                "idempotent batch without epoch or sequence".into(),
-            ));
-        }
-        out.push((header, batch));
+        let validated = storage_validate(&header, &batch, policy).map_err(|e| {
+            (
+                errors::validation(&e),
+                e.to_string(),
+                e.record().into_iter().collect(),
+            )
+        })?;
+        out.push(finalize(header, batch, &validated, append_time));
     }
     Ok(out)
 }
@@ -237,12 +223,13 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1);
                     let mut record_errors = Vec::new();
+                    let mut append_time = -1;
                     let (code, message, base, log_start) = match slot {
                         Slot::Error(code, msg, records) => {
                             record_errors = records;
                             (Some(code), msg, -1, -1)
                         }
-                        Slot::Queued(i) => match outcome {
+                        Slot::Queued(i, time) => match outcome {
                             Err(e) => (Some(errors::append(e)), Some(e.to_string()), -1, -1),
                             Ok(outcomes) => match outcomes.get(i) {
                                 Some(
@@ -254,7 +241,10 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                                         base_offset,
                                         log_start_offset,
                                     },
-                                ) => (None, None, *base_offset, *log_start_offset),
+                                ) => {
+                                    append_time = time.unwrap_or(-1);
+                                    (None, None, *base_offset, *log_start_offset)
+                                }
                                 Some(o) => (errors::outcome(o), None, -1, -1),
                                 None => (Some(ResponseError::UnknownServerError), None, -1, -1),
                             },
@@ -266,6 +256,9 @@ fn build_response(topics: Vec<TopicSlots>, outcome: &AppendReply, version: i16) 
                     let mut r = r
                         .with_error_code(code.map_or(errors::NONE, |c| c.code()))
                         .with_base_offset(base);
+                    if version >= 2 {
+                        r = r.with_log_append_time_ms(append_time);
+                    }
                     if version >= 5 {
                         r = r.with_log_start_offset(log_start);
                     }
