@@ -21,6 +21,32 @@ use crate::CatalogError;
 /// The catalog name icestream registers tables under (engines configure the same name).
 pub const CATALOG_NAME: &str = "icestream";
 
+/// Puts the SQLite catalog database in WAL mode (a property of the database file, so every
+/// later connection, ours or an engine's, uses it). In the default rollback-journal mode a
+/// reader that keeps a transaction open (Spark's JdbcCatalog does, and any `sqlite3` shell
+/// can) makes every commit fail with SQLITE_BUSY; with WAL, readers never block the writer.
+async fn use_wal_journal(path: &str) -> Result<(), CatalogError> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+    use sqlx::ConnectOptions;
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|e| CatalogError::Config(format!("opening the SQLite catalog {path}: {e}")))?;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| CatalogError::Config(format!("SQLite catalog {path}: {e}")))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%path, %mode, "the SQLite catalog could not be put in WAL mode; readers may block commits");
+    }
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(())
+}
+
 /// Opens the catalog at `url` with table files under `warehouse` (a URL in `objects`).
 pub async fn open(
     url: &str,
@@ -33,6 +59,7 @@ pub async fn open(
             std::fs::create_dir_all(dir)
                 .map_err(|e| CatalogError::Config(format!("creating {}: {e}", dir.display())))?;
         }
+        use_wal_journal(path).await?;
         let catalog = SqlCatalogBuilder::default()
             .uri(format!("sqlite:{path}?mode=rwc"))
             .warehouse_location(warehouse)

@@ -35,6 +35,10 @@ pub enum CompactError {
     Schema(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the catalog accepted commit {commit_id} of topic {topic}, but the table does not hold it"
+    )]
+    CommitNotVisible { topic: String, commit_id: String },
 }
 
 /// Compactor settings.
@@ -159,8 +163,16 @@ impl Compactor {
                 never = renew => never,
             };
             match outcome {
-                Ok(r) => reports.push((topic.name.clone(), r)),
+                Ok(r) => {
+                    metrics::add(&metrics::ROWS, r.rows);
+                    metrics::add(&metrics::BYTES, r.bytes);
+                    if let Some(lag) = metrics::LAG.as_ref() {
+                        lag.with_label_values(&[topic.name.as_str()]).set(r.lag);
+                    }
+                    reports.push((topic.name.clone(), r))
+                }
                 Err(e) => {
+                    metrics::inc(&metrics::ROUNDS_FAILED);
                     tracing::warn!(topic = %topic.name, error = %e, "compaction round failed")
                 }
             }
@@ -296,6 +308,7 @@ impl Compactor {
 
     /// Runs rounds every `interval` until `shutdown`, finishing the round in progress.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, broker_retention_ms: i64) {
+        metrics::register();
         let mut rounds: u64 = 0;
         loop {
             tokio::select! {

@@ -37,3 +37,41 @@ pub static ROUNDS_FAILED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     )
     .ok()
 });
+
+pub static COMMIT_FAILURES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_compaction_commit_failures_total",
+        "snapshot commits that did not take effect (failed, or reported done but not in the table)"
+    )
+    .ok()
+});
+
+pub static QUARANTINED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_compaction_quarantined_batches_total",
+        "stored batches that could not be decoded and were left out of the table"
+    )
+    .ok()
+});
+
+/// Registers every compactor metric, so each is exported from the start (at zero).
+pub fn register() {
+    LazyLock::force(&LAG);
+    LazyLock::force(&ROWS);
+    LazyLock::force(&BYTES);
+    LazyLock::force(&ROUNDS_FAILED);
+    LazyLock::force(&COMMIT_FAILURES);
+    LazyLock::force(&QUARANTINED);
+}
+
+pub fn inc(c: &LazyLock<Option<IntCounter>>) {
+    if let Some(c) = c.as_ref() {
+        c.inc();
+    }
+}
+
+pub fn add(c: &LazyLock<Option<IntCounter>>, n: u64) {
+    if let Some(c) = c.as_ref() {
+        c.inc_by(n);
+    }
+}

@@ -181,17 +181,27 @@ impl RoundContext<'_> {
         ]
         .into_iter()
         .collect();
-        if let Err(e) = append_pinned(self.catalog, &table, data_files, properties).await {
-            // The outcome may be unknown (a lost response): the table decides.
-            let current = self.catalog.load_table(table.identifier()).await?;
-            if !has_commit(&current, &commit_id) {
-                tracing::warn!(topic = %topic.name, error = %e, "compaction commit failed; will retry");
-                self.delete_files(&round_files).await;
-                self.meta.clear_round_intent(topic.id).await?;
-                return Err(e.into());
-            }
-        }
+        let outcome = append_pinned(self.catalog, &table, data_files, properties).await;
         failpoint("compactor.after_commit");
+        // A commit is done when the catalog shows it, whatever the call returned: a lost
+        // response fails a commit that happened, and the SQL catalog reports success for a
+        // transaction whose COMMIT failed (SQLite busy) and was rolled back. Nothing moves
+        // (index swap, next offsets) until a fresh load of the table holds the snapshot.
+        let current = self.catalog.load_table(table.identifier()).await?;
+        if !has_commit(&current, &commit_id) {
+            let error = match outcome {
+                Err(e) => CompactError::from(e),
+                Ok(_) => CompactError::CommitNotVisible {
+                    topic: topic.name.clone(),
+                    commit_id: commit_id.clone(),
+                },
+            };
+            tracing::warn!(topic = %topic.name, commit = %commit_id, error = %error, "compaction commit did not take effect; the round will be retried");
+            crate::metrics::inc(&crate::metrics::COMMIT_FAILURES);
+            self.delete_files(&round_files).await;
+            self.meta.clear_round_intent(topic.id).await?;
+            return Err(error);
+        }
         self.swap(topic, &round_files).await?;
         report.rows = rows;
         report.bytes = plan
@@ -319,24 +329,7 @@ impl RoundContext<'_> {
         tokio::task::spawn_blocking(move || {
             let mut rows = Vec::new();
             for (e, bytes) in entries.iter().zip(&data) {
-                let mut offset = e.base_offset;
-                for item in batches(bytes) {
-                    let (header, batch) =
-                        item.map_err(|err| CompactError::Corrupt(err.to_string()))?;
-                    rows.extend(
-                        decode_batch(&batch, offset)
-                            .map_err(|err| CompactError::Corrupt(err.to_string()))?,
-                    );
-                    offset += header.offset_span();
-                }
-                if offset != e.next_offset() {
-                    return Err(CompactError::Corrupt(format!(
-                        "entry {}..={} holds batches up to {}",
-                        e.base_offset,
-                        e.last_offset,
-                        offset - 1
-                    )));
-                }
+                rows.extend(entry_rows(e, bytes));
             }
             Ok(rows)
         })
@@ -346,3 +339,60 @@ impl RoundContext<'_> {
 }
 
 use futures::StreamExt as _;
+
+/// The rows of one WAL index entry, in offset order. Stored bytes are not trusted: a batch
+/// that cannot be decoded is quarantined (counted, logged with its segment and offsets,
+/// left out of the table) and its offsets still count as folded, so one bad batch never
+/// fails the round or stalls the topic; rows outside the entry's offsets or out of order
+/// (a batch whose header disagreed with its records) are dropped.
+pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes) -> Vec<Row> {
+    let segment = match e.location {
+        Location::Wal { segment, .. } => segment.to_string(),
+        _ => String::new(),
+    };
+    let quarantine = |first: i64, last: i64, reason: &dyn std::fmt::Display| {
+        crate::metrics::inc(&crate::metrics::QUARANTINED);
+        tracing::error!(%segment, first_offset = first, last_offset = last, error = %reason, "compaction: quarantined a batch that cannot be decoded; its offsets are left out of the table");
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut offset = e.base_offset;
+    for item in batches(bytes) {
+        if offset > e.last_offset {
+            quarantine(offset, offset, &"batches past the end of their index entry");
+            break;
+        }
+        let (header, batch) = match item {
+            Ok(x) => x,
+            Err(err) => {
+                quarantine(offset, e.last_offset, &err);
+                break;
+            }
+        };
+        let end = offset
+            .saturating_add(header.offset_span())
+            .min(e.next_offset());
+        match decode_batch(&batch, offset) {
+            Ok(decoded) => {
+                let before = decoded.len();
+                let mut next = offset;
+                let kept: Vec<Row> = decoded
+                    .into_iter()
+                    .filter(|r| {
+                        let ok = r.offset >= next && r.offset < end;
+                        if ok {
+                            next = r.offset + 1;
+                        }
+                        ok
+                    })
+                    .collect();
+                if kept.len() != before {
+                    quarantine(offset, end - 1, &"records outside their batch's offsets");
+                }
+                rows.extend(kept);
+            }
+            Err(err) => quarantine(offset, end - 1, &err),
+        }
+        offset = end;
+    }
+    rows
+}

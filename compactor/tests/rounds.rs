@@ -94,6 +94,14 @@ impl Env {
             },
         )
         .expect("encode");
+        self.produce_batch(topic, batch.freeze(), values.len() as u32)
+            .await;
+    }
+
+    /// Writes a WAL segment holding `batch` (taking `offset_span` offsets) for partition 0
+    /// and commits it, as the broker's appender does after validation.
+    async fn produce_batch(&self, topic: &TopicMeta, batch: Bytes, offset_span: u32) {
+        let now = SystemClock.now_ms();
         let header = encode_header();
         let position = header.len() as u64;
         let chunk = ChunkInfo {
@@ -102,7 +110,7 @@ impl Env {
             position,
             length: batch.len() as u32,
             batch_count: 1,
-            offset_span: values.len() as u32,
+            offset_span,
             first_timestamp: now,
             max_timestamp: now,
             producer_id: -1,
@@ -132,7 +140,7 @@ impl Env {
                             batches: vec![AppendBatch {
                                 position,
                                 length: batch.len() as u32,
-                                offset_span: values.len() as u32,
+                                offset_span,
                                 max_timestamp: now,
                                 producer: None,
                             }],
@@ -326,4 +334,182 @@ async fn topic_leases_move_between_compactors() {
     assert_eq!(folded[0].1.rows, 1);
     let ident = table_ident("kafka", "leased").expect("ident");
     assert_eq!(env.table_rows(&ident).await, 4);
+}
+
+impl Env {
+    /// The same rounds, committing through `catalog`.
+    fn round_with<'a>(&'a self, catalog: &'a Arc<dyn Catalog>) -> RoundContext<'a> {
+        RoundContext {
+            catalog,
+            ..self.round()
+        }
+    }
+
+    async fn all_in_wal(&self, topic: &TopicMeta) -> bool {
+        let entries = self
+            .meta
+            .index_entries(topic.id, 0, 0, 0)
+            .await
+            .expect("index");
+        entries
+            .iter()
+            .all(|e| matches!(e.location, Location::Wal { .. }))
+    }
+}
+
+// Regression: the SQL catalog reported success for a commit whose SQLite transaction was
+// rolled back (COMMIT refused while a reader held the database); the round swapped the
+// offset index to files no snapshot held, and the next commit moved past their offsets.
+#[tokio::test]
+async fn a_commit_reported_done_but_not_in_the_table_moves_nothing() {
+    use icestream_catalog::faults::FaultyCatalog;
+    use std::sync::atomic::Ordering;
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("lost", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    let ident = table_ident("kafka", "lost").expect("ident");
+    let (faulty, faults) = FaultyCatalog::wrap(env.catalog.clone());
+    env.produce(&topic, &["a", "b", "c"]).await;
+
+    for (name, counter) in [
+        ("lost commit", &faults.lose),
+        ("failed commit", &faults.fail),
+    ] {
+        counter.store(1, Ordering::SeqCst);
+        let err = env.round_with(&faulty).run(&topic).await.expect_err(name);
+        assert!(!err.to_string().is_empty());
+        assert!(
+            env.all_in_wal(&topic).await,
+            "{name}: the index did not move"
+        );
+        assert!(
+            env.meta.round_intent(topic.id).await.expect("i").is_none(),
+            "{name}: the round was discarded"
+        );
+        let table = env.catalog.load_table(&ident).await.expect("table");
+        assert!(committed_offsets(&table).expect("offsets").is_empty());
+    }
+
+    // A commit whose response was lost did happen: the round goes on to the swap.
+    faults.commit_then_fail.store(1, Ordering::SeqCst);
+    let report = env.round_with(&faulty).run(&topic).await.expect("round");
+    assert_eq!(report.rows, 3);
+    assert!(!env.all_in_wal(&topic).await);
+    env.produce(&topic, &["d"]).await;
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 1);
+    assert_eq!(env.table_rows(&ident).await, 4, "every record exactly once");
+}
+
+// Regression: a Spark session or a `sqlite3` shell holding a read transaction on the
+// catalog database made every commit fail (rollback journal); in WAL mode it does not.
+#[tokio::test]
+async fn a_reader_holding_the_sqlite_catalog_does_not_block_commits() {
+    use sqlx::Connection;
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("busy", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    env.produce(&topic, &["a"]).await;
+    assert_eq!(env.round().run(&topic).await.expect("first round").rows, 1);
+    let path = env._dir.path().join("catalog.db");
+    let mut reader = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .expect("reader");
+    sqlx::query("BEGIN")
+        .execute(&mut reader)
+        .await
+        .expect("begin");
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM iceberg_tables")
+        .fetch_one(&mut reader)
+        .await
+        .expect("read");
+    assert_eq!(tables, 1);
+    env.produce(&topic, &["b", "c"]).await;
+    let report = env
+        .round()
+        .run(&topic)
+        .await
+        .expect("commit beside a reader");
+    assert_eq!(report.rows, 2);
+    sqlx::query("COMMIT")
+        .execute(&mut reader)
+        .await
+        .expect("end");
+    let ident = table_ident("kafka", "busy").expect("ident");
+    assert_eq!(env.table_rows(&ident).await, 3);
+}
+
+/// A batch whose CRC-valid header claims `count` records over the one it holds.
+fn lying_batch(count: i32) -> Bytes {
+    let records = vec![Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: SystemClock.now_ms(),
+        key: None,
+        value: Some(Bytes::from_static(b"liar")),
+        headers: Default::default(),
+    }];
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    batch[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+// Regression: a stored batch whose header lied about its record count aborted the process
+// (2^31-1) or failed every round of its topic forever (5); it is quarantined instead.
+#[tokio::test]
+async fn undecodable_stored_batches_are_quarantined_not_fatal() {
+    let env = env().await;
+    let topic = env
+        .meta
+        .create_topic("liars", 1, BTreeMap::new())
+        .await
+        .expect("topic");
+    env.produce(&topic, &["before"]).await;
+    env.produce_batch(&topic, lying_batch(5), 5).await;
+    env.produce(&topic, &["after"]).await;
+    env.produce_batch(&topic, lying_batch(i32::MAX), i32::MAX as u32)
+        .await;
+    env.produce(&topic, &["last"]).await;
+    let quarantined = || {
+        icestream_compactor::metrics::QUARANTINED
+            .as_ref()
+            .map_or(0, |c| c.get())
+    };
+    let before = quarantined();
+    let report = env.round().run(&topic).await.expect("round survives");
+    assert_eq!(report.rows, 3);
+    assert!(quarantined() >= before + 2);
+    let ident = table_ident("kafka", "liars").expect("ident");
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    assert_eq!(
+        committed_offsets(&table).expect("offsets")[&0],
+        1 + 5 + 1 + i64::from(i32::MAX) + 1
+    );
+    assert_eq!(env.table_rows(&ident).await, 3);
+    // Nothing left behind: the next round has nothing to do.
+    assert_eq!(env.round().run(&topic).await.expect("again").rows, 0);
 }
