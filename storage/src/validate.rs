@@ -90,9 +90,6 @@ pub fn validate(
     policy: Policy,
 ) -> Result<Validated, ValidationError> {
     header.validate(batch)?;
-    if header.record_count == 0 {
-        return Err(ValidationError::Empty);
-    }
     if header.is_log_append_time() {
         return Err(ValidationError::LogAppendTimeFromProducer);
     }
@@ -171,6 +168,9 @@ pub fn validate(
                 max_timestamp.max(header.base_timestamp.saturating_add(timestamp_delta));
         }
         index += 1;
+    }
+    if index == 0 {
+        return Err(ValidationError::Empty);
     }
     if index != i64::from(header.record_count) {
         return Err(ValidationError::RecordCount {
