@@ -72,6 +72,14 @@ if [ $# -eq 0 ]; then
   cargo check -q -p icestream --features foundationdb
   log "cargo test"
   cargo test --workspace -q
+  # Every fuzz target briefly, from its corpus of real client traffic (the long campaign is
+  # ./benches/fuzz.sh). libFuzzer needs the nightly toolchain; a machine without it skips.
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    log "fuzz targets (${FUZZ_RUNS:=30000} executions each)"
+    RUNS=$FUZZ_RUNS ./benches/fuzz.sh
+  else
+    log "fuzz targets skipped: no nightly toolchain (rustup toolchain install nightly)"
+  fi
 fi
 log "cargo build (icestream binary)"
 cargo build -q -p icestream --bin icestream
