@@ -224,12 +224,12 @@ impl KvTxn for FdbTxn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Runs when `ICESTREAM_TEST_FDB_CLUSTER_FILE` names a cluster; each test uses a fresh
     //! key prefix.
     use super::*;
 
-    fn fresh() -> Option<((), FdbKv)> {
+    pub(crate) fn fresh() -> Option<((), FdbKv)> {
         let file = std::env::var("ICESTREAM_TEST_FDB_CLUSTER_FILE").ok()?;
         let prefix = format!("icestream-test/{}/", uuid::Uuid::new_v4().simple());
         Some((

@@ -280,7 +280,7 @@ impl KvTxn for PgTxn {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Runs when `ICESTREAM_TEST_POSTGRES_URL` names a database (the test script starts a
     //! private PostgreSQL and sets it); each test works in its own fresh schema.
     use super::*;

@@ -1,4 +1,8 @@
-//! Domain tests of the metadata store over the embedded backend.
+//! Domain tests of the metadata store, run against every backend that is reachable: the
+//! embedded store always, PostgreSQL when `ICESTREAM_TEST_POSTGRES_URL` is set, and
+//! FoundationDB (builds with the feature) when `ICESTREAM_TEST_FDB_CLUSTER_FILE` is set.
+//! Each test is a function of a fresh store and its clock; [`meta_domain_tests!`] runs the
+//! list against one backend.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,11 +15,10 @@ use crate::kv::embedded::EmbeddedKv;
 
 const NOW: i64 = 1_700_000_000_000;
 
-fn store() -> (tempfile::TempDir, MetaStore, Arc<ManualClock>) {
+fn embedded() -> Option<(tempfile::TempDir, Arc<dyn crate::kv::KvStore>)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv = EmbeddedKv::open(&dir.path().join("meta.redb")).expect("open");
-    let clock = Arc::new(ManualClock::new(NOW));
-    (dir, MetaStore::new(Arc::new(kv), clock.clone()), clock)
+    Some((dir, Arc::new(kv)))
 }
 
 fn batch(position: u64, span: u32, producer: Option<(i64, i16, i32)>) -> AppendBatch {
@@ -46,9 +49,7 @@ fn unit(batches: Vec<AppendBatch>) -> AppendUnit {
     AppendUnit { batches }
 }
 
-#[tokio::test]
-async fn topic_lifecycle() {
-    let (_d, meta, _) = store();
+pub(super) async fn topic_lifecycle(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = meta
         .create_topic("orders", 3, BTreeMap::new())
         .await
@@ -95,9 +96,7 @@ async fn topic_lifecycle() {
     assert_eq!(meta.topics().await.expect("list"), vec![again]);
 }
 
-#[tokio::test]
-async fn offsets_are_dense_and_indexed() {
-    let (_d, meta, _) = store();
+pub(super) async fn offsets_are_dense_and_indexed(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = meta
         .create_topic("t", 2, BTreeMap::new())
         .await
@@ -178,9 +177,7 @@ async fn offsets_are_dense_and_indexed() {
     ));
 }
 
-#[tokio::test]
-async fn idempotent_producers() {
-    let (_d, meta, _) = store();
+pub(super) async fn idempotent_producers(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = meta
         .create_topic("t", 1, BTreeMap::new())
         .await
@@ -268,9 +265,10 @@ async fn idempotent_producers() {
     assert_eq!(r[0].outcomes, vec![UnitOutcome::ProducerFenced]);
 }
 
-#[tokio::test]
-async fn transactional_ids_keep_their_producer() {
-    let (_d, meta, _) = store();
+pub(super) async fn transactional_ids_keep_their_producer(
+    meta: MetaStore,
+    _clock: Arc<ManualClock>,
+) {
     let (a, e0) = meta.init_producer_id(Some("tx"), None).await.expect("init");
     let (b, e1) = meta.init_producer_id(Some("tx"), None).await.expect("init");
     assert_eq!((a, e0 + 1), (b, e1));
@@ -280,9 +278,7 @@ async fn transactional_ids_keep_their_producer() {
     ));
 }
 
-#[tokio::test]
-async fn old_segments_are_refused() {
-    let (_d, meta, clock) = store();
+pub(super) async fn old_segments_are_refused(meta: MetaStore, clock: Arc<ManualClock>) {
     let t = meta
         .create_topic("t", 1, BTreeMap::new())
         .await
@@ -299,9 +295,10 @@ async fn old_segments_are_refused() {
     ));
 }
 
-#[tokio::test]
-async fn deleted_topics_release_their_segments() {
-    let (_d, meta, clock) = store();
+pub(super) async fn deleted_topics_release_their_segments(
+    meta: MetaStore,
+    clock: Arc<ManualClock>,
+) {
     let t = meta
         .create_topic("t", 2, BTreeMap::new())
         .await
@@ -348,16 +345,15 @@ async fn deleted_topics_release_their_segments() {
     );
 }
 
-#[tokio::test]
-async fn cluster_id_is_stable() {
-    let (_d, meta, _) = store();
+pub(super) async fn cluster_id_is_stable(meta: MetaStore, _clock: Arc<ManualClock>) {
     let a = meta.cluster_id().await.expect("id");
     assert_eq!(meta.cluster_id().await.expect("id"), a);
 }
 
-#[tokio::test]
-async fn leases_exclude_other_holders_until_expiry() {
-    let (_d, meta, clock) = store();
+pub(super) async fn leases_exclude_other_holders_until_expiry(
+    meta: MetaStore,
+    clock: Arc<ManualClock>,
+) {
     assert!(meta
         .acquire_lease("compact/t", "a", 1000)
         .await
@@ -382,9 +378,10 @@ async fn leases_exclude_other_holders_until_expiry() {
         .expect("free"));
 }
 
-#[tokio::test]
-async fn swap_replaces_wal_entries_and_releases_segments() {
-    let (_d, meta, clock) = store();
+pub(super) async fn swap_replaces_wal_entries_and_releases_segments(
+    meta: MetaStore,
+    clock: Arc<ManualClock>,
+) {
     let t = meta
         .create_topic("t", 1, BTreeMap::new())
         .await
@@ -482,9 +479,7 @@ async fn swap_replaces_wal_entries_and_releases_segments() {
     );
 }
 
-#[tokio::test]
-async fn group_offsets_and_records() {
-    let (_d, meta, _) = store();
+pub(super) async fn group_offsets_and_records(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = Uuid::new_v4();
     let o = |offset| CommittedOffset {
         offset,
@@ -540,9 +535,7 @@ async fn group_offsets_and_records() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn brokers_register_with_leases() {
-    let (_d, meta, clock) = store();
+pub(super) async fn brokers_register_with_leases(meta: MetaStore, clock: Arc<ManualClock>) {
     let id = meta.allocate_node_id().await.expect("id");
     let other = meta.allocate_node_id().await.expect("id");
     assert_ne!(id, other);
@@ -585,3 +578,119 @@ async fn brokers_register_with_leases() {
         .expect("deregister");
     assert_eq!(meta.live_brokers().await.expect("live").len(), 1);
 }
+
+/// Concurrent segment commits to the same partitions (two brokers): every offset is given
+/// exactly once, densely, whatever the interleaving and retries.
+pub(super) async fn concurrent_commits_are_dense(meta: MetaStore, _clock: Arc<ManualClock>) {
+    let t = meta
+        .create_topic("contended", 2, BTreeMap::new())
+        .await
+        .expect("create");
+    let writer = |meta: MetaStore| async move {
+        let mut spans = Vec::new();
+        for i in 0..25u32 {
+            let span = 1 + i % 4;
+            let seg = segment(vec![
+                PartitionAppend {
+                    topic_id: t.id,
+                    partition: 0,
+                    units: vec![unit(vec![batch(0, span, None)])],
+                },
+                PartitionAppend {
+                    topic_id: t.id,
+                    partition: 1,
+                    units: vec![unit(vec![batch(100, 1, None)])],
+                },
+            ]);
+            let results = meta
+                .commit_segment(Arc::new(seg), 60_000)
+                .await
+                .expect("commit");
+            match results[0].outcomes[0] {
+                UnitOutcome::Appended { base_offset, .. } => spans.push((base_offset, span)),
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        spans
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(writer(meta.clone())),
+        tokio::spawn(writer(meta.clone()))
+    );
+    let mut spans: Vec<(i64, u32)> = a.expect("a").into_iter().chain(b.expect("b")).collect();
+    spans.sort();
+    let mut next = 0i64;
+    for (base, span) in &spans {
+        assert_eq!(*base, next, "offsets are dense and given once: {spans:?}");
+        next += i64::from(*span);
+    }
+    let state = meta
+        .partition_state(t.id, 0)
+        .await
+        .expect("state")
+        .expect("partition");
+    assert_eq!(state.high_watermark, next);
+    let p1 = meta
+        .partition_state(t.id, 1)
+        .await
+        .expect("state")
+        .expect("partition");
+    assert_eq!(p1.high_watermark, 50);
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    let mut expect = 0;
+    for e in &entries {
+        assert_eq!(e.base_offset, expect, "index entries are contiguous");
+        expect = e.next_offset();
+    }
+    assert_eq!(expect, next);
+}
+
+/// Runs every domain test against the backend `$make` yields (`Option<(guard, kv)>`,
+/// `None` to skip).
+macro_rules! meta_domain_tests {
+    ($backend:ident, $make:expr) => {
+        meta_domain_tests!($backend, $make, [
+            topic_lifecycle,
+            offsets_are_dense_and_indexed,
+            idempotent_producers,
+            transactional_ids_keep_their_producer,
+            old_segments_are_refused,
+            deleted_topics_release_their_segments,
+            cluster_id_is_stable,
+            leases_exclude_other_holders_until_expiry,
+            swap_replaces_wal_entries_and_releases_segments,
+            group_offsets_and_records,
+            brokers_register_with_leases,
+            concurrent_commits_are_dense,
+        ]);
+    };
+    ($backend:ident, $make:expr, [$($name:ident,)*]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some((_guard, kv)) = $make else {
+                        eprintln!("{}: backend not configured, skipping", stringify!($backend));
+                        return;
+                    };
+                    let clock = Arc::new(ManualClock::new(NOW));
+                    super::$name(MetaStore::new(kv, clock.clone()), clock).await;
+                }
+            )*
+        }
+    };
+}
+
+meta_domain_tests!(embedded, embedded());
+meta_domain_tests!(
+    postgres,
+    crate::kv::postgres::tests::fresh()
+        .await
+        .map(|(g, kv)| (g, Arc::new(kv) as Arc<dyn crate::kv::KvStore>))
+);
+#[cfg(feature = "foundationdb")]
+meta_domain_tests!(
+    foundationdb,
+    crate::kv::fdb::tests::fresh().map(|(g, kv)| (g, Arc::new(kv) as Arc<dyn crate::kv::KvStore>))
+);
