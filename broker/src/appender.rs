@@ -413,21 +413,34 @@ async fn commit_loop(
     }
 }
 
-/// Commits a segment, retrying when the outcome of an attempt is unknown. A retry that
-/// finds the segment already committed cannot recover the offsets, so the producers get a
-/// retriable error; idempotent producers then get their original offsets on retry.
+/// Commits a segment, retrying when the outcome of an attempt is unknown (the commit is
+/// idempotent). A retry that finds the segment already committed reads the offsets its
+/// batches got back from the index, so producers are answered with the truth; only when
+/// that cannot be done (a batch was refused or deduplicated) do they get a retriable error,
+/// and idempotent producers then get their original offsets on retry.
 async fn commit(
     meta: &MetaStore,
     append: &Arc<SegmentAppend>,
     max_age_ms: i64,
 ) -> Result<Vec<PartitionResult>, MetaError> {
     let mut attempt = 0;
+    let mut unknown = false;
     loop {
         match meta.commit_segment(append.clone(), max_age_ms).await {
             Err(MetaError::Kv(e)) if e.maybe_committed() && attempt < UNKNOWN_OUTCOME_RETRIES => {
                 attempt += 1;
+                unknown = true;
                 tracing::warn!(segment = %append.segment, error = %e, "segment commit outcome unknown, retrying");
                 tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+            }
+            Err(MetaError::SegmentAlreadyCommitted(id)) if unknown => {
+                return match meta.committed_segment_results(append).await? {
+                    Some(results) => {
+                        tracing::info!(segment = %id, "segment commit had succeeded; offsets read back from the index");
+                        Ok(results)
+                    }
+                    None => Err(MetaError::SegmentAlreadyCommitted(id)),
+                };
             }
             other => return other,
         }

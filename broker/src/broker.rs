@@ -37,6 +37,17 @@ pub enum StartError {
     Advertised(String),
 }
 
+/// Components given to the broker instead of being opened from the settings' URLs: the
+/// seams through which tests inject fault-injecting stores (and through which an embedding
+/// program can share its own). Settings stay plain data; components are objects.
+#[derive(Default, Clone)]
+pub struct Components {
+    /// The metadata store (default: opened from `settings.metadata`).
+    pub kv: Option<Arc<dyn icestream_storage::kv::KvStore>>,
+    /// The object store (default: opened from `settings.object_store`).
+    pub objects: Option<Objects>,
+}
+
 /// Where clients reach this broker.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -75,6 +86,7 @@ impl Broker {
     /// advertised listener is configured.
     pub async fn open(
         settings: Settings,
+        components: Components,
         listen_host: &str,
         listen_port: u16,
         shutdown: CancellationToken,
@@ -85,9 +97,15 @@ impl Broker {
         })?;
         let shutdown_for_groups = shutdown.clone();
         let shutdown_for_refresh = shutdown.clone();
-        let kv = kv::open(&settings.metadata, &settings.data_dir).await?;
+        let kv = match components.kv {
+            Some(kv) => kv,
+            None => kv::open(&settings.metadata, &settings.data_dir).await?,
+        };
         let meta = MetaStore::new(kv, Arc::new(SystemClock));
-        let objects = Objects::open(&settings.object_store_url())?;
+        let objects = match components.objects {
+            Some(objects) => objects,
+            None => Objects::open(&settings.object_store_url())?,
+        };
         let cluster_id = meta.cluster_id().await?;
         let shared = meta.kv().kind() != "embedded";
         let node_id = match settings.node_id {

@@ -23,6 +23,6 @@ pub mod server;
 pub mod settings;
 pub mod topics;
 
-pub use broker::Broker;
+pub use broker::{Broker, Components};
 pub use server::Server;
 pub use settings::Settings;

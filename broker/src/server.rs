@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, StartError};
+use crate::broker::{Broker, Components, StartError};
 use crate::connection;
 use crate::gc;
 use crate::settings::Settings;
@@ -25,8 +25,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and starts serving.
+    /// Binds the listener and starts serving, with every component opened from `settings`.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        Self::start_with(settings, Components::default()).await
+    }
+
+    /// Binds the listener and starts serving with the given components.
+    pub async fn start_with(
+        settings: Settings,
+        components: Components,
+    ) -> Result<Self, StartError> {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -40,6 +48,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let (broker, tasks) = Broker::open(
             settings,
+            components,
             &addr.ip().to_string(),
             addr.port(),
             shutdown.clone(),

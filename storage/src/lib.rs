@@ -6,6 +6,7 @@ pub mod batch;
 pub mod clock;
 pub mod compression;
 pub mod direct_fs;
+pub mod faults;
 pub mod kv;
 pub mod meta;
 pub mod metrics;

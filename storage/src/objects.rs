@@ -66,6 +66,12 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// The same store seen through `store` (a wrapper of it, such as a fault-injecting one
+    /// in tests): keys, URLs and kind stay those of this store.
+    pub fn with_store(self, store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, ..self }
+    }
+
     /// Opens the store named by `url`.
     pub fn open(url: &str) -> Result<Self, ObjectStoreUrlError> {
         if url == "memory://" || url == "memory:" || url.starts_with("memory://") {

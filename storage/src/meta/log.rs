@@ -121,6 +121,87 @@ impl MetaStore {
         result
     }
 
+    /// The results a committed segment got, read back from the offset index: for a commit
+    /// whose outcome was unknown and whose retry found it already committed
+    /// ([`MetaError::SegmentAlreadyCommitted`]), so its producers get the offsets their
+    /// batches really have. `None` when a unit's batches cannot all be found (they were
+    /// refused or deduplicated, or compaction already moved their entries): the caller
+    /// then answers with a retriable error, and idempotent producers recover their offsets
+    /// on retry.
+    pub async fn committed_segment_results(
+        &self,
+        append: &SegmentAppend,
+    ) -> Result<Option<Vec<PartitionResult>>> {
+        /// Entries read back per partition at most, newest first.
+        const SCAN: usize = 4096;
+        let mut results = Vec::with_capacity(append.partitions.len());
+        for p in &append.partitions {
+            let Some(state) = self.partition_state(p.topic_id, p.partition).await? else {
+                return Ok(None);
+            };
+            let (topic_id, partition, segment) = (p.topic_id, p.partition, append.segment);
+            let entries: Vec<IndexEntry> = self
+                .kv
+                .read(|tx| {
+                    Box::pin(async move {
+                        let begin = keys::index(topic_id, partition, 0);
+                        let end = prefix_end(&keys::index_prefix(topic_id, partition));
+                        let rows = tx.get_range(&begin, &end, SCAN, true).await?;
+                        rows.iter()
+                            .map(|(k, v)| {
+                                IndexEntry::decode(
+                                    keys::index_last_offset(k).unwrap_or_default(),
+                                    v,
+                                )
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .await?
+                .into_iter()
+                .filter(|e| matches!(e.location, Location::Wal { segment: s, .. } if s == segment))
+                .collect();
+            // Each accepted batch lies inside one entry, whose offsets follow byte order.
+            let mut cursors: Vec<(u64, u64, i64)> = entries
+                .iter()
+                .filter_map(|e| match e.location {
+                    Location::Wal {
+                        position, length, ..
+                    } => Some((position, position + u64::from(length), e.base_offset)),
+                    Location::Table { .. } => None,
+                })
+                .collect();
+            let mut outcomes = Vec::with_capacity(p.units.len());
+            for unit in &p.units {
+                let mut base = None;
+                for b in &unit.batches {
+                    let Some(c) = cursors
+                        .iter_mut()
+                        .find(|(start, end, _)| (*start..*end).contains(&b.position))
+                    else {
+                        return Ok(None);
+                    };
+                    base.get_or_insert(c.2);
+                    c.2 += i64::from(b.offset_span);
+                }
+                let Some(base_offset) = base else {
+                    return Ok(None);
+                };
+                outcomes.push(UnitOutcome::Appended {
+                    base_offset,
+                    log_start_offset: state.log_start_offset,
+                });
+            }
+            results.push(PartitionResult {
+                outcomes,
+                entries,
+                high_watermark: state.high_watermark,
+                log_start_offset: state.log_start_offset,
+            });
+        }
+        Ok(Some(results))
+    }
+
     /// The state of one partition, or `None` if it does not exist.
     pub async fn partition_state(
         &self,

@@ -33,6 +33,10 @@ pub use log::{
 };
 pub use producers::{check_batch, SequenceCheck};
 pub use segments::SegmentGcCandidate;
+
+/// The first bytes of the key a segment commit writes its record under (fault injection
+/// in tests targets segment commits with it).
+pub const SEGMENT_COMMIT_KEY_PREFIX: &[u8] = &[keys::SEGMENT];
 pub use values::{
     IndexEntry, Location, PartitionState, ProducerState, RecentBatch, SegmentRecord, TopicMeta,
     TransactionalProducer,

@@ -1,0 +1,168 @@
+//! The produce path under injected faults (object store PUTs that fail or lose their
+//! response, metadata commits that fail or whose outcome is unknown), through the broker's
+//! component seams: the production code runs, over real stores wrapped in fault injectors.
+//! Whatever fails, no acknowledged record is lost, no offset is given twice, and every
+//! acknowledgement names the offsets the records really have.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use icestream::{Components, Server, Settings};
+use icestream_storage::faults::{FaultyKv, FaultyObjectStore, KvFaults, ObjectFaults};
+use icestream_storage::kv::embedded::EmbeddedKv;
+use icestream_storage::meta::SEGMENT_COMMIT_KEY_PREFIX;
+use icestream_storage::Objects;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+mod common;
+use common::{create_topic, produce, Client};
+
+struct Faulty {
+    server: Server,
+    kv: Arc<KvFaults>,
+    objects: Arc<ObjectFaults>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Faulty {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kv_faults = Arc::new(KvFaults {
+        key_prefix: SEGMENT_COMMIT_KEY_PREFIX.to_vec(),
+        ..KvFaults::default()
+    });
+    let object_faults = Arc::new(ObjectFaults {
+        key_filter: "wal/".into(),
+        ..ObjectFaults::default()
+    });
+    let kv = Arc::new(FaultyKv {
+        inner: Arc::new(EmbeddedKv::open(&dir.path().join("meta.redb")).expect("kv")),
+        faults: kv_faults.clone(),
+    });
+    let objects = Objects::open("memory://").expect("objects");
+    let store = Arc::new(FaultyObjectStore {
+        inner: objects.store.clone(),
+        faults: object_faults.clone(),
+    });
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        admin_listen: String::new(),
+        data_dir: dir.path().to_path_buf(),
+        flush_interval_ms: Some(1),
+        compaction: false,
+        ..Settings::default()
+    };
+    let server = Server::start_with(
+        settings,
+        Components {
+            kv: Some(kv),
+            objects: Some(objects.with_store(store)),
+        },
+    )
+    .await
+    .expect("server starts");
+    Faulty {
+        server,
+        kv: kv_faults,
+        objects: object_faults,
+        _dir: dir,
+    }
+}
+
+/// Produces one batch of `values`; the partition's error code and base offset.
+async fn send(client: &mut Client, values: &[&str]) -> (i16, i64) {
+    let resp: ProduceResponse = client
+        .call(ApiKey::Produce, 9, &produce("faults", values))
+        .await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// Every record of the partition, in offset order: (offset, value).
+async fn log(client: &mut Client) -> Vec<(i64, String)> {
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("faults")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch).await;
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    let mut data = part.records.clone().unwrap_or_default();
+    RecordBatchDecoder::decode_all(&mut data)
+        .expect("valid batches")
+        .into_iter()
+        .flat_map(|s| s.records)
+        .map(|r| {
+            let v = r.value.expect("value");
+            (r.offset, String::from_utf8_lossy(&v).into_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_puts_are_refused_and_nothing_half_done_remains() {
+    let f = start().await;
+    let mut client = Client::connect(&f.server).await;
+    create_topic(&mut client, "faults").await;
+    assert_eq!(send(&mut client, &["a", "b"]).await, (0, 0));
+    f.objects.fail_puts.store(1, Ordering::SeqCst);
+    let (err, base) = send(&mut client, &["lost-put"]).await;
+    assert_ne!(
+        err, 0,
+        "a batch whose segment was not stored is not acknowledged"
+    );
+    assert_eq!(base, -1);
+    // The PUT stored the segment but its answer was lost: the producer is refused, and
+    // the segment is an orphan nothing points at (the collector deletes it).
+    f.objects.fail_after_put.store(1, Ordering::SeqCst);
+    let (err, _) = send(&mut client, &["lost-answer"]).await;
+    assert_ne!(err, 0);
+    assert_eq!(send(&mut client, &["c"]).await, (0, 2));
+    assert_eq!(
+        log(&mut client).await,
+        vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
+    );
+    f.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_with_unknown_outcomes_are_resolved_before_anyone_is_answered() {
+    let f = start().await;
+    let mut client = Client::connect(&f.server).await;
+    create_topic(&mut client, "faults").await;
+    assert_eq!(send(&mut client, &["a"]).await, (0, 0));
+
+    // Committed, then reported unknown: the retry finds the segment committed and the
+    // producer gets the offsets its records really have.
+    f.kv.unknown_after_commit.store(1, Ordering::SeqCst);
+    assert_eq!(send(&mut client, &["b", "c"]).await, (0, 1));
+
+    // Not committed, reported unknown: the retry commits it.
+    f.kv.unknown_before_commit.store(1, Ordering::SeqCst);
+    assert_eq!(send(&mut client, &["d"]).await, (0, 3));
+
+    // Certainly failed: refused, nothing stored.
+    f.kv.fail_commits.store(1, Ordering::SeqCst);
+    let (err, _) = send(&mut client, &["refused"]).await;
+    assert_ne!(err, 0);
+
+    // Unknown twice without committing, then committed and reported unknown a third time.
+    f.kv.unknown_after_commit.store(1, Ordering::SeqCst);
+    f.kv.unknown_before_commit.store(2, Ordering::SeqCst);
+    assert_eq!(send(&mut client, &["e"]).await, (0, 4));
+
+    assert_eq!(send(&mut client, &["f"]).await, (0, 5));
+    let expected: Vec<(i64, String)> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    assert_eq!(log(&mut client).await, expected, "dense, each record once");
+    f.server.shutdown().await;
+}
