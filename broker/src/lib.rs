@@ -21,6 +21,7 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod settings;
+pub mod supervisor;
 pub mod topics;
 
 pub use broker::{Broker, Components};

@@ -15,6 +15,10 @@ use crate::broker::{Broker, Components, StartError};
 use crate::connection;
 use crate::gc;
 use crate::settings::Settings;
+use crate::supervisor::Supervisor;
+
+/// How long a graceful stop waits for background tasks after connections have finished.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running broker.
 pub struct Server {
@@ -55,7 +59,24 @@ impl Server {
         )
         .await?;
         tracing::info!(%addr, "listening for Kafka clients");
-        let gc_task = tokio::spawn(gc::run(broker.clone(), shutdown.clone()));
+        let mut supervisor = Supervisor::default();
+        // Joined in this order: the appender first (everything accepted is committed while
+        // the metadata store and registration are still there), the compactor last but one,
+        // cluster registration last (deregistration is the last word).
+        supervisor.task("appender", tasks.appender);
+        supervisor.task(
+            "gc",
+            tokio::spawn(gc::run(broker.clone(), shutdown.clone())),
+        );
+        supervisor.task("group timers", tasks.group_timers);
+        supervisor.task("consumer group timers", tasks.consumer_group_timers);
+        if let Some(refresh) = tasks.refresh {
+            supervisor.task("metadata refresh", refresh);
+        }
+        if let Some(compactor) = tasks.compactor {
+            supervisor.thread("compactor", compactor);
+        }
+        supervisor.task("cluster registration", tasks.cluster);
         if !broker.settings.admin_listen.is_empty() {
             // The admin endpoint is optional: a busy port is logged, not fatal.
             match TcpListener::bind(&broker.settings.admin_listen).await {
@@ -77,10 +98,10 @@ impl Server {
             broker.clone(),
             shutdown.clone(),
             async move {
-                if let Err(e) = tasks.appender.await {
-                    tracing::error!(error = %e, "appender task failed");
+                let late = supervisor.join(SHUTDOWN_DEADLINE).await;
+                if !late.is_empty() {
+                    tracing::warn!(tasks = ?late, "stopping without waiting for these tasks");
                 }
-                let _ = gc_task.await;
             },
         ));
         Ok(Self {
