@@ -30,18 +30,34 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(None).await
+}
+
+/// A fresh database in the test script's PostgreSQL, as a catalog URL (`None` when
+/// `ICESTREAM_TEST_POSTGRES_URL` is not set).
+async fn postgres_catalog() -> Option<String> {
+    let base = std::env::var("ICESTREAM_TEST_POSTGRES_URL").ok()?;
+    let name = format!("c{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&base).await.expect("postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    Some(format!("{}/{name}", base.rsplit_once('/').expect("url").0))
+}
+
+/// An environment whose catalog is `catalog` (default: SQLite in the temporary directory).
+async fn env_with(catalog: Option<String>) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv = EmbeddedKv::open(&dir.path().join("meta.redb")).expect("kv");
     let meta = MetaStore::new(Arc::new(kv), Arc::new(SystemClock));
     let objects =
         Objects::open(&format!("file://{}", dir.path().join("objects").display())).expect("store");
-    let catalog = connect::open(
-        &format!("sqlite://{}", dir.path().join("catalog.db").display()),
-        &objects.url("warehouse"),
-        &objects,
-    )
-    .await
-    .expect("catalog");
+    let catalog_url =
+        catalog.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("catalog.db").display()));
+    let catalog = connect::open(&catalog_url, &objects.url("warehouse"), &objects)
+        .await
+        .expect("catalog");
     Env {
         _dir: dir,
         meta,
@@ -362,9 +378,22 @@ impl Env {
 // offset index to files no snapshot held, and the next commit moved past their offsets.
 #[tokio::test]
 async fn a_commit_reported_done_but_not_in_the_table_moves_nothing() {
+    lost_and_failed_commits_move_nothing(&env().await).await;
+}
+
+// The same over the PostgreSQL SQL catalog.
+#[tokio::test]
+async fn a_commit_reported_done_but_not_in_the_table_moves_nothing_postgres() {
+    let Some(url) = postgres_catalog().await else {
+        eprintln!("ICESTREAM_TEST_POSTGRES_URL not set: skipping");
+        return;
+    };
+    lost_and_failed_commits_move_nothing(&env_with(Some(url)).await).await;
+}
+
+async fn lost_and_failed_commits_move_nothing(env: &Env) {
     use icestream_catalog::faults::FaultyCatalog;
     use std::sync::atomic::Ordering;
-    let env = env().await;
     let topic = env
         .meta
         .create_topic("lost", 1, BTreeMap::new())
