@@ -135,6 +135,11 @@ fn main() {
             .iter()
             .map(|b| (batch::BatchHeader::parse(b).expect("header"), b.clone()))
             .collect();
+        for (h, b) in &headers {
+            assert_eq!(h.size, b.len(), "one batch");
+            let v = validate::validate(h, b, validate::Policy::default()).expect("valid");
+            assert_eq!(v.records, 16);
+        }
         let reps = 20;
         let crc = time_per_item(&headers, reps, |(h, b)| h.validate(b).is_ok());
         let full = time_per_item(&headers, reps, |(h, b)| {
@@ -179,7 +184,8 @@ fn make_batch(codec: i16, seed: u64) -> Bytes {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i,
-                sequence: -1,
+                // One batch for all records: the encoder splits when offset - sequence changes.
+                sequence: i as i32 - 1,
                 timestamp: 1_700_000_000_000 + i,
                 key: Some(Bytes::from(format!("key-{i}"))),
                 value: Some(Bytes::from(value)),
