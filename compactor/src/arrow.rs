@@ -139,4 +139,59 @@ mod tests {
         assert_eq!(back, rows);
         assert_eq!(icestream_catalog::reader::partition_of(&batch), Some(3));
     }
+
+    fn row_strategy() -> impl proptest::strategy::Strategy<Value = Row> {
+        use proptest::prelude::*;
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64));
+        (
+            any::<i64>(),
+            prop_oneof![
+                Just(i64::MIN),
+                Just(i64::MAX),
+                Just(-1i64),
+                -62_135_596_800_000i64..253_402_300_799_999
+            ],
+            bytes(),
+            bytes(),
+            proptest::collection::vec((".{0,12}", bytes()), 0..4),
+        )
+            .prop_map(|(offset, timestamp, key, value, headers)| Row {
+                offset,
+                timestamp,
+                key: key.map(Bytes::from),
+                value: value.map(Bytes::from),
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(Bytes::from)))
+                    .collect(),
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever rows the decoder yields (any offsets, timestamps at the ends of the
+        /// range, empty or null fields, repeated header keys), they become a batch of the
+        /// table's schema without a panic, and the rows within the representable timestamp
+        /// range read back unchanged.
+        #[test]
+        fn any_rows_convert(rows in proptest::collection::vec(row_strategy(), 0..40)) {
+            let schema = Arc::new(
+                schema_to_arrow_schema(&icestream_catalog::table::topic_schema().expect("schema"))
+                    .expect("arrow schema"),
+            );
+            let batch = rows_to_batch(&schema, 7, &rows).expect("batch");
+            proptest::prop_assert_eq!(batch.num_rows(), rows.len());
+            let back = icestream_catalog::reader::batch_to_rows(&batch, i64::MIN, i64::MAX)
+                .expect("rows");
+            proptest::prop_assert_eq!(back.len(), rows.len());
+            for (a, b) in rows.iter().zip(&back) {
+                proptest::prop_assert_eq!(a.offset, b.offset);
+                proptest::prop_assert_eq!(&a.key, &b.key);
+                proptest::prop_assert_eq!(&a.value, &b.value);
+                proptest::prop_assert_eq!(&a.headers, &b.headers);
+                if a.timestamp.checked_mul(1000).is_some() {
+                    proptest::prop_assert_eq!(a.timestamp, b.timestamp);
+                }
+            }
+        }
+    }
 }
