@@ -120,3 +120,51 @@ async fn oversize_frame_closes_only_that_connection() {
     create_topic(&mut good, "still-serving").await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_validated_off_the_runtime_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir).await;
+    let mut client = Client::connect(&server).await;
+    create_topic(&mut client, "large").await;
+    // 100 records of 4 KiB of noise: ~400 KiB even compressed, above the inline limit.
+    let mut x: u64 = 1;
+    let values: Vec<String> = (0..100)
+        .map(|_| {
+            (0..4096)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    char::from(b'a' + (x >> 59) as u8)
+                })
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    let request = produce("large", &refs);
+    let size = request.topic_data[0].partition_data[0]
+        .records
+        .as_ref()
+        .map_or(0, Bytes::len);
+    assert!(size > 256 * 1024, "{size} bytes");
+    let resp: ProduceResponse = client.call(ApiKey::Produce, 9, &request).await;
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // The same batch claiming one record more (CRC fixed): refused.
+    let mut lying = request.clone();
+    let records = lying.topic_data[0].partition_data[0]
+        .records
+        .take()
+        .expect("records");
+    let mut b = BytesMut::from(&records[..]);
+    b[23..27].copy_from_slice(&100i32.to_be_bytes());
+    b[57..61].copy_from_slice(&101i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    lying.topic_data[0].partition_data[0].records = Some(b.freeze());
+    let resp: ProduceResponse = client.call(ApiKey::Produce, 9, &lying).await;
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 2, "CORRUPT_MESSAGE");
+    let resp: ProduceResponse = client.call(ApiKey::Produce, 9, &request).await;
+    assert_eq!(resp.responses[0].partition_responses[0].base_offset, 100);
+    server.shutdown().await;
+}

@@ -96,6 +96,9 @@ pub fn validate(
     if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
         return Err(ValidationError::ProducerFields);
     }
+    if !policy.allow_transactional && (header.is_transactional() || header.is_control()) {
+        return Err(ValidationError::Transactional);
+    }
     let body = &batch[BATCH_HEADER_LEN..];
     let codec = header.compression();
     let mut reader = compression::reader(codec, body, compression::MAX_UNCOMPRESSED_BATCH_BYTES)?;
@@ -183,9 +186,6 @@ pub fn validate(
             claimed: header.last_offset_delta,
             actual: index - 1,
         });
-    }
-    if !policy.allow_transactional && (header.is_transactional() || header.is_control()) {
-        return Err(ValidationError::Transactional);
     }
     Ok(Validated {
         records: header.record_count,

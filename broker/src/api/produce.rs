@@ -102,7 +102,7 @@ pub async fn admit(
                             allow_transactional: false,
                         };
                         let append_time = policy.log_append_time.then(now_ms);
-                        match validate(partition, max, policy, append_time) {
+                        match validate_off_runtime(partition, max, policy, append_time).await {
                             Ok(input_batches) => {
                                 inputs.push(PartitionInput {
                                     topic_id: t.id,
@@ -169,6 +169,33 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Record bytes of one partition above which validation (decompression, the record walk)
+/// runs on the blocking pool instead of the connection's runtime thread.
+const BLOCKING_VALIDATION_BYTES: usize = 256 * 1024;
+
+/// [`validate`], on the blocking pool for large inputs so that decompressing them does not
+/// stall the other connections served by this runtime thread.
+async fn validate_off_runtime(
+    partition: PartitionProduceData,
+    max_batch_bytes: usize,
+    policy: Policy,
+    append_time: Option<i64>,
+) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
+    let size = partition.records.as_ref().map_or(0, Bytes::len);
+    if size < BLOCKING_VALIDATION_BYTES {
+        return validate(partition, max_batch_bytes, policy, append_time);
+    }
+    tokio::task::spawn_blocking(move || validate(partition, max_batch_bytes, policy, append_time))
+        .await
+        .unwrap_or_else(|e| {
+            Err((
+                ResponseError::UnknownServerError,
+                format!("validation task: {e}"),
+                Vec::new(),
+            ))
+        })
 }
 
 /// Splits and checks the batches of one partition, and makes their headers true.
