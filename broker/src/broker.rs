@@ -46,6 +46,9 @@ pub struct Components {
     pub kv: Option<Arc<dyn icestream_storage::kv::KvStore>>,
     /// The object store (default: opened from `settings.object_store`).
     pub objects: Option<Objects>,
+    /// The clock of the metadata store: leases, retention, segment ages (default: the
+    /// system clock).
+    pub clock: Option<Arc<dyn icestream_storage::Clock>>,
 }
 
 /// Where clients reach this broker.
@@ -101,7 +104,8 @@ impl Broker {
             Some(kv) => kv,
             None => kv::open(&settings.metadata, &settings.data_dir).await?,
         };
-        let meta = MetaStore::new(kv, Arc::new(SystemClock));
+        let clock = components.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let meta = MetaStore::new(kv, clock);
         let objects = match components.objects {
             Some(objects) => objects,
             None => Objects::open(&settings.object_store_url())?,

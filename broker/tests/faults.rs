@@ -59,6 +59,7 @@ async fn start() -> Faulty {
         Components {
             kv: Some(kv),
             objects: Some(objects.with_store(store)),
+            clock: None,
         },
     )
     .await

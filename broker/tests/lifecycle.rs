@@ -34,6 +34,7 @@ async fn a_graceful_stop_deregisters_and_releases_leases_before_returning() {
         Components {
             kv: Some(kv.clone()),
             objects: None,
+            clock: None,
         },
     )
     .await
