@@ -21,6 +21,42 @@ use kafka_protocol::records::{
 };
 use object_store::ObjectStoreExt;
 
+/// One v2 batch of `values` (offsets from 0, timestamps from now).
+fn encode(values: &[&str], compression: Compression) -> Bytes {
+    let now = SystemClock.now_ms();
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // One batch for all records: the encoder splits when offset - sequence changes.
+            sequence: i as i32 - 1,
+            timestamp: now + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut batch = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut batch,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode");
+    batch.freeze()
+}
+
 struct Env {
     _dir: tempfile::TempDir,
     meta: MetaStore,
@@ -68,6 +104,14 @@ async fn env_with(catalog: Option<String>) -> Env {
 }
 
 impl Env {
+    /// Creates a topic of one partition.
+    async fn topic(&self, name: &str) -> TopicMeta {
+        self.meta
+            .create_topic(name, 1, BTreeMap::new())
+            .await
+            .expect("topic")
+    }
+
     fn round(&self) -> RoundContext<'_> {
         RoundContext {
             meta: &self.meta,
@@ -80,38 +124,8 @@ impl Env {
 
     /// Writes a WAL segment holding one batch of `values` for partition 0 and commits it.
     async fn produce(&self, topic: &TopicMeta, values: &[&str]) {
-        let now = SystemClock.now_ms();
-        let records: Vec<Record> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32 - 1,
-                timestamp: now + i as i64,
-                key: None,
-                value: Some(Bytes::copy_from_slice(v.as_bytes())),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut batch = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Lz4,
-            },
-        )
-        .expect("encode");
-        self.produce_batch(topic, batch.freeze(), values.len() as u32)
-            .await;
+        let batch = encode(values, Compression::Lz4);
+        self.produce_batch(topic, batch, values.len() as u32).await;
     }
 
     /// Writes a WAL segment holding `batch` (taking `offset_span` offsets) for partition 0
@@ -191,11 +205,7 @@ impl Env {
 #[tokio::test]
 async fn stale_commits_are_refused_not_reapplied() {
     let env = env().await;
-    let topic = env
-        .meta
-        .create_topic("pinned", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("pinned").await;
     let ident = table_ident("kafka", "pinned").expect("ident");
     env.produce(&topic, &["a", "b", "c"]).await;
     let report = env.round().run(&topic).await.expect("round 1");
@@ -243,11 +253,7 @@ async fn stale_commits_are_refused_not_reapplied() {
 #[tokio::test]
 async fn an_uncommitted_round_is_discarded() {
     let env = env().await;
-    let topic = env
-        .meta
-        .create_topic("orphans", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("orphans").await;
     env.produce(&topic, &["x"]).await;
     // A round that wrote a file and recorded its intent, then died before committing.
     let orphan_key = "warehouse/kafka/orphans/data/partition=0/orphan.parquet";
@@ -316,11 +322,7 @@ impl Env {
 async fn topic_leases_move_between_compactors() {
     use std::time::Duration;
     let env = env().await;
-    let topic = env
-        .meta
-        .create_topic("leased", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("leased").await;
     let a = env.compactor("a", Duration::from_secs(60));
     let b = env.compactor("b", Duration::from_millis(300));
     env.produce(&topic, &["1", "2"]).await;
@@ -394,11 +396,7 @@ async fn a_commit_reported_done_but_not_in_the_table_moves_nothing_postgres() {
 async fn lost_and_failed_commits_move_nothing(env: &Env) {
     use icestream_catalog::faults::FaultyCatalog;
     use std::sync::atomic::Ordering;
-    let topic = env
-        .meta
-        .create_topic("lost", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("lost").await;
     let ident = table_ident("kafka", "lost").expect("ident");
     let (faulty, faults) = FaultyCatalog::wrap(env.catalog.clone());
     env.produce(&topic, &["a", "b", "c"]).await;
@@ -438,11 +436,7 @@ async fn lost_and_failed_commits_move_nothing(env: &Env) {
 async fn a_reader_holding_the_sqlite_catalog_does_not_block_commits() {
     use sqlx::Connection;
     let env = env().await;
-    let topic = env
-        .meta
-        .create_topic("busy", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("busy").await;
     env.produce(&topic, &["a"]).await;
     assert_eq!(env.round().run(&topic).await.expect("first round").rows, 1);
     let path = env._dir.path().join("catalog.db");
@@ -475,31 +469,7 @@ async fn a_reader_holding_the_sqlite_catalog_does_not_block_commits() {
 
 /// A batch whose CRC-valid header claims `count` records over the one it holds.
 fn lying_batch(count: i32) -> Bytes {
-    let records = vec![Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: SystemClock.now_ms(),
-        key: None,
-        value: Some(Bytes::from_static(b"liar")),
-        headers: Default::default(),
-    }];
-    let mut batch = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut batch,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
+    let mut batch = BytesMut::from(&encode(&["liar"], Compression::None)[..]);
     batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
     batch[57..61].copy_from_slice(&count.to_be_bytes());
     let crc = crc32c::crc32c(&batch[21..]);
@@ -512,11 +482,7 @@ fn lying_batch(count: i32) -> Bytes {
 #[tokio::test]
 async fn undecodable_stored_batches_are_quarantined_not_fatal() {
     let env = env().await;
-    let topic = env
-        .meta
-        .create_topic("liars", 1, BTreeMap::new())
-        .await
-        .expect("topic");
+    let topic = env.topic("liars").await;
     env.produce(&topic, &["before"]).await;
     env.produce_batch(&topic, lying_batch(5), 5).await;
     env.produce(&topic, &["after"]).await;

@@ -36,31 +36,25 @@ fn read_dir(dir: &std::path::Path) -> Vec<Bytes> {
     out
 }
 
-fn decode_patched(frame: &Bytes) -> bool {
-    use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-    use kafka_protocol::protocol::Decodable;
-    let api = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let Ok(api) = ApiKey::try_from(api) else {
-        return false;
+/// The broker's decode sequence (header, then body) with one copy of the crate.
+macro_rules! decode_with {
+    ($name:ident, $krate:ident) => {
+        fn $name(frame: &Bytes) -> bool {
+            use $krate::messages::{ApiKey, RequestHeader, RequestKind};
+            use $krate::protocol::Decodable;
+            let api = i16::from_be_bytes([frame[0], frame[1]]);
+            let version = i16::from_be_bytes([frame[2], frame[3]]);
+            let Ok(api) = ApiKey::try_from(api) else {
+                return false;
+            };
+            let mut b = frame.clone();
+            RequestHeader::decode(&mut b, api.request_header_version(version)).is_ok()
+                && RequestKind::decode(api, &mut b, version).is_ok()
+        }
     };
-    let mut b = frame.clone();
-    RequestHeader::decode(&mut b, api.request_header_version(version)).is_ok()
-        && RequestKind::decode(api, &mut b, version).is_ok()
 }
-
-fn decode_published(frame: &Bytes) -> bool {
-    use kafka_protocol_published::messages::{ApiKey, RequestHeader, RequestKind};
-    use kafka_protocol_published::protocol::Decodable;
-    let api = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let Ok(api) = ApiKey::try_from(api) else {
-        return false;
-    };
-    let mut b = frame.clone();
-    RequestHeader::decode(&mut b, api.request_header_version(version)).is_ok()
-        && RequestKind::decode(api, &mut b, version).is_ok()
-}
+decode_with!(decode_patched, kafka_protocol);
+decode_with!(decode_published, kafka_protocol_published);
 
 /// Best-of-5 nanoseconds per call of `f` over `items`, `reps` passes each.
 fn time_per_item<T>(items: &[T], reps: usize, f: impl Fn(&T) -> bool) -> f64 {
@@ -101,7 +95,10 @@ fn main() {
         by_api.entry(api_name(f)).or_default().push(f.clone());
     }
     println!("### request decoding: published kafka-protocol 0.18.0 vs patched (ns per request, best of 5)");
-    println!("{:<24} {:>8} {:>12} {:>12} {:>8}", "api", "frames", "published", "patched", "change");
+    println!(
+        "{:<24} {:>8} {:>12} {:>12} {:>8}",
+        "api", "frames", "published", "patched", "change"
+    );
     let mut total = (0.0, 0.0);
     for (api, fs) in &by_api {
         let reps = (200_000 / fs.len()).max(1);
@@ -126,8 +123,13 @@ fn main() {
 
     // Produce-time validation: batches of 1 KiB records in every codec.
     println!();
-    println!("### produce-time validation, 100 batches of 16 x 1 KiB records (CPU-s per GiB of batches)");
-    println!("{:<8} {:>10} {:>14} {:>14}", "codec", "batch KiB", "CRC only", "full walk");
+    println!(
+        "### produce-time validation, 100 batches of 16 x 1 KiB records (CPU-s per GiB of batches)"
+    );
+    println!(
+        "{:<8} {:>10} {:>14} {:>14}",
+        "codec", "batch KiB", "CRC only", "full walk"
+    );
     for codec in [0i16, 1, 2, 3, 4] {
         let batches: Vec<Bytes> = (0..100).map(|i| make_batch(codec, i)).collect();
         let bytes: usize = batches.iter().map(Bytes::len).sum();
@@ -168,7 +170,9 @@ fn make_batch(codec: i16, seed: u64) -> Bytes {
             let value: Vec<u8> = (0..1024)
                 .map(|j| {
                     if j < 512 {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         (x >> 56) as u8
                     } else {
                         b"order-line-item "[j % 16]
