@@ -66,6 +66,7 @@ pub async fn run(
             }
         }
     };
+    let catalog = inject_test_faults(catalog);
     tracing::info!(catalog = %url, %warehouse, namespace = %settings.table_namespace, "compactor.start");
     let compactor = Arc::new(Compactor {
         meta,
@@ -75,6 +76,32 @@ pub async fn run(
         listener,
     });
     compactor.run(shutdown, settings.log_retention_ms).await;
+}
+
+/// Tests of real brokers inject catalog commit faults with `ICESTREAM_TEST_CATALOG_FAULTS`
+/// (`fail=N,lose=N,commit_then_fail=N`: the next N commits fail, are reported done without
+/// happening, or happen and are reported failed), whatever the catalog is.
+fn inject_test_faults(catalog: Arc<dyn iceberg::Catalog>) -> Arc<dyn iceberg::Catalog> {
+    use std::sync::atomic::Ordering;
+    let Ok(spec) = std::env::var("ICESTREAM_TEST_CATALOG_FAULTS") else {
+        return catalog;
+    };
+    let (faulty, faults) = icestream_catalog::faults::FaultyCatalog::wrap(catalog);
+    for part in spec.split(',') {
+        let Some((kind, n)) = part.split_once('=') else {
+            continue;
+        };
+        let n: usize = n.trim().parse().unwrap_or(0);
+        let counter = match kind.trim() {
+            "fail" => &faults.fail,
+            "lose" => &faults.lose,
+            "commit_then_fail" => &faults.commit_then_fail,
+            _ => continue,
+        };
+        counter.store(n, Ordering::SeqCst);
+    }
+    tracing::warn!(%spec, "injecting catalog commit faults (ICESTREAM_TEST_CATALOG_FAULTS)");
+    faulty
 }
 
 /// Starts [`run`] on a dedicated thread with its own runtime.

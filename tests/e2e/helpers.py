@@ -177,3 +177,21 @@ class SeaweedFS:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def admin_settings(extra: dict | None = None) -> dict:
+    """Settings with the admin endpoint on a free port and fast compaction rounds."""
+    s = {"admin_listen": f"127.0.0.1:{free_port()}", "compaction_interval_ms": 100}
+    s.update(extra or {})
+    return s
+
+
+def metric(broker: "Broker", name: str) -> float:
+    """The value of an unlabelled metric on the broker's /metrics (0 when absent)."""
+    import urllib.request
+    port = broker.settings["admin_listen"].rsplit(":", 1)[1]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

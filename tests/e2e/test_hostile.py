@@ -8,12 +8,12 @@ import sqlite3
 import struct
 import threading
 import time
-import urllib.request
 
 from confluent_kafka import Consumer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.util import calc_crc32c
 
+from helpers import admin_settings, metric
 from rawkafka import Conn, Reader, batch, fetch_v4, produce_v3, string
 from tables import rows, sql_catalog, wait_for_rows
 from test_bad_input import CORRUPT_MESSAGE, healthy
@@ -40,22 +40,6 @@ def fresh_batch(values, timestamp_ms, compression=0):
     for i, v in enumerate(values):
         b.append(i, timestamp_ms + i, None, v, [])
     return bytes(b.build())
-
-
-def metric(broker, name):
-    port = broker.settings["admin_listen"].rsplit(":", 1)[1]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def admin_settings(extra=None):
-    from helpers import free_port
-    s = {"admin_listen": f"127.0.0.1:{free_port()}", "compaction_interval_ms": 100}
-    s.update(extra or {})
-    return s
 
 
 def test_lying_request_lengths_close_the_connection_and_clients_go_on(make_broker):
