@@ -9,8 +9,8 @@
 //! Memory held by requests is bounded twice: a frame's declared size is checked against
 //! `socket_request_max_bytes` before anything is read, and every frame first takes its size
 //! from the listener-wide [`RequestMemory`] pool (Kafka's `queued.max.request.bytes`), held
-//! until the request is decoded and admitted. The frame buffer grows as bytes arrive, so a
-//! slow client that announces a large frame holds pool permits, not memory.
+//! until the request is decoded and admitted: many slow clients announcing large frames wait
+//! for room in the pool instead of each holding a frame buffer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +27,6 @@ use crate::broker::Broker;
 
 /// Responses waiting to be written per connection (Kafka clients pipeline at most a few).
 const MAX_PENDING_RESPONSES: usize = 64;
-
-/// Frame buffers grow in steps of at most this many bytes as data arrives.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Request bytes read but not yet decoded and admitted, across every connection of a
 /// listener. A frame waits for its size in permits before it is read.
@@ -147,12 +144,12 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     if size > max {
         return Err(FrameError::TooLarge { size, max });
     }
+    // The pool bounds what all frames being read may allocate together, so the buffer is
+    // allocated once, at its size (growing it as bytes arrive costs copies and page faults
+    // on the produce path).
     let permit = memory.acquire(size).await.ok_or(FrameError::Closed)?;
-    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
+    let mut buf = BytesMut::with_capacity(size);
     while buf.len() < size {
-        if buf.capacity() == buf.len() {
-            buf.reserve((size - buf.len()).min(READ_CHUNK.max(buf.len())));
-        }
         let n = (&mut *reader)
             .take((size - buf.len()) as u64)
             .read_buf(&mut buf)

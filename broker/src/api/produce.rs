@@ -171,8 +171,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Record bytes of one partition above which validation (decompression, the record walk)
-/// runs on the blocking pool instead of the connection's runtime thread.
+/// Compressed record bytes of one partition above which validation (decompression, the
+/// record walk) runs on the blocking pool instead of the connection's runtime thread.
 const BLOCKING_VALIDATION_BYTES: usize = 256 * 1024;
 
 /// [`validate`], on the blocking pool for large inputs so that decompressing them does not
@@ -183,8 +183,12 @@ async fn validate_off_runtime(
     policy: Policy,
     append_time: Option<i64>,
 ) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
-    let size = partition.records.as_ref().map_or(0, Bytes::len);
-    if size < BLOCKING_VALIDATION_BYTES {
+    let records = partition.records.as_ref();
+    let size = records.map_or(0, Bytes::len);
+    // Uncompressed records are walked in place, quickly: only decompression is worth the
+    // hand-off to another thread.
+    let compressed = records.is_some_and(|r| r.len() > 22 && r[22] & 0x07 != 0);
+    if size < BLOCKING_VALIDATION_BYTES || !compressed {
         return validate(partition, max_batch_bytes, policy, append_time);
     }
     tokio::task::spawn_blocking(move || validate(partition, max_batch_bytes, policy, append_time))
