@@ -322,7 +322,7 @@ async fn freshness(
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(t) = catalog.load_table(&ident).await {
-                    if let Ok(o) = committed_offsets(&t) {
+                    if let Ok(o) = committed_offsets(&t).await {
                         if let Ok(mut v) = visible.lock() {
                             v.push((Instant::now(), o));
                         }

@@ -33,6 +33,13 @@ pub fn config(settings: &Settings, holder: String) -> CompactorConfig {
         holder,
         snapshot_retention: Duration::from_millis(settings.snapshot_retention_ms),
         keep_snapshots: settings.keep_snapshots,
+        max_snapshots: settings.max_snapshots,
+        rewrite_interval: Duration::from_millis(settings.table_rewrite_interval_ms),
+        max_small_files: settings.table_max_small_files,
+        manifest_merge: icestream_catalog::commit::ManifestMerge {
+            min_count: settings.table_manifest_merge_count,
+            ..Default::default()
+        },
         lease_ttl: Duration::from_millis(settings.broker_lease_ms.max(1000)),
         metadata_grace: Duration::from_millis(settings.table_metadata_grace_ms),
         ..CompactorConfig::default()

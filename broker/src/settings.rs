@@ -110,6 +110,15 @@ pub struct Settings {
     /// Snapshots older than this expire (the newest `keep_snapshots` always stay).
     pub snapshot_retention_ms: u64,
     pub keep_snapshots: usize,
+    /// At most this many snapshots are retained, however young.
+    pub max_snapshots: usize,
+    /// Time between small-file rewrites (and snapshot expiry) of each table.
+    pub table_rewrite_interval_ms: u64,
+    /// Data files under 3/4 of `table_file_bytes` a partition may keep before its newest
+    /// are merged.
+    pub table_max_small_files: usize,
+    /// A commit merges small manifests once the snapshot would list this many.
+    pub table_manifest_merge_count: usize,
     /// Table metadata files (old metadata JSON, manifest lists of expired snapshots,
     /// leftovers of failed commits) that nothing references are deleted after this.
     pub table_metadata_grace_ms: u64,
@@ -165,6 +174,10 @@ pub const KEYS: &[&str] = &[
     "table_file_bytes",
     "snapshot_retention_ms",
     "keep_snapshots",
+    "max_snapshots",
+    "table_rewrite_interval_ms",
+    "table_max_small_files",
+    "table_manifest_merge_count",
     "table_metadata_grace_ms",
     "log_retention_ms",
     "group_initial_rebalance_delay_ms",
@@ -210,6 +223,10 @@ impl Default for Settings {
             table_file_bytes: 128 * 1024 * 1024,
             snapshot_retention_ms: 60 * 60 * 1000,
             keep_snapshots: 10,
+            max_snapshots: 100,
+            table_rewrite_interval_ms: 10_000,
+            table_max_small_files: 16,
+            table_manifest_merge_count: 16,
             table_metadata_grace_ms: 10 * 60 * 1000,
             log_retention_ms: 7 * 24 * 60 * 60 * 1000,
             group_initial_rebalance_delay_ms: 3000,
@@ -287,6 +304,15 @@ impl Settings {
         }
         if self.compaction_interval_ms < 100 {
             return bad("compaction_interval_ms must be at least 100");
+        }
+        if self.max_snapshots == 0 || self.keep_snapshots > self.max_snapshots {
+            return bad("max_snapshots must be positive and at least keep_snapshots");
+        }
+        if self.table_rewrite_interval_ms < 100 {
+            return bad("table_rewrite_interval_ms must be at least 100");
+        }
+        if self.table_manifest_merge_count < 2 {
+            return bad("table_manifest_merge_count must be at least 2");
         }
         if self.table_namespace.is_empty() {
             return bad("table_namespace must not be empty");

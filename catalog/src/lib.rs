@@ -106,4 +106,6 @@ pub enum CatalogError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("object store: {0}")]
     Objects(#[from] object_store::Error),
+    #[error("commit conflict: {0}")]
+    Conflict(String),
 }

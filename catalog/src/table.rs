@@ -26,6 +26,14 @@ const FIELD_HEADER_VALUE: i32 = 9;
 
 /// Snapshot summary key holding the next offset of every partition, as JSON.
 pub const SUMMARY_OFFSETS: &str = "icestream.next-offsets";
+/// Snapshot summary key naming a file (in the table's `metadata/` directory) holding the
+/// next offset of every partition, used instead of [`SUMMARY_OFFSETS`] when the map is
+/// large, so that the table metadata does not repeat it for every retained snapshot.
+pub const SUMMARY_OFFSETS_FILE: &str = "icestream.next-offsets-file";
+/// Offset maps up to this many bytes of JSON are kept in the snapshot summary itself.
+pub const INLINE_OFFSETS_MAX_BYTES: usize = 1024;
+/// File name prefix of offset map files.
+pub const OFFSETS_FILE_PREFIX: &str = "icestream-offsets-";
 /// Snapshot summary key holding the id of the compaction round that made the snapshot.
 pub const SUMMARY_COMMIT_ID: &str = "icestream.commit-id";
 /// Table property naming the topic id the table belongs to.
@@ -151,6 +159,16 @@ pub async fn ensure_table(
                 "write.parquet.compression-codec".to_string(),
                 "zstd".to_string(),
             ),
+            // The metadata log stays short; icestream's janitor deletes the metadata files
+            // that drop out of it.
+            (
+                "write.metadata.previous-versions-max".to_string(),
+                "100".to_string(),
+            ),
+            (
+                "write.metadata.delete-after-commit.enabled".to_string(),
+                "true".to_string(),
+            ),
         ])
         .build();
     match catalog.create_table(&ns, creation).await {
@@ -167,18 +185,84 @@ pub async fn ensure_table(
 }
 
 /// The next offset of every partition committed to the table (empty for a new table).
-pub fn committed_offsets(table: &Table) -> Result<BTreeMap<i32, i64>, CatalogError> {
+pub async fn committed_offsets(table: &Table) -> Result<BTreeMap<i32, i64>, CatalogError> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(BTreeMap::new());
     };
-    match snapshot
-        .summary()
-        .additional_properties
-        .get(SUMMARY_OFFSETS)
-    {
-        None => Ok(BTreeMap::new()),
-        Some(json) => parse_offsets(json),
+    let summary = &snapshot.summary().additional_properties;
+    if let Some(json) = summary.get(SUMMARY_OFFSETS) {
+        return parse_offsets(json);
     }
+    match summary.get(SUMMARY_OFFSETS_FILE) {
+        None => Ok(BTreeMap::new()),
+        Some(file) => {
+            let bytes = table.file_io().new_input(file)?.read().await?;
+            let json = std::str::from_utf8(&bytes)
+                .map_err(|e| CatalogError::Corrupt(format!("{file}: {e}")))?;
+            parse_offsets(json)
+        }
+    }
+}
+
+/// The snapshot summary entry carrying `offsets`: inline when small, otherwise written to
+/// an offsets file (named after `commit_id`) that the entry names.
+pub async fn offsets_property(
+    table: &Table,
+    commit_id: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> Result<(String, String), CatalogError> {
+    let json = format_offsets(offsets);
+    if json.len() <= INLINE_OFFSETS_MAX_BYTES {
+        return Ok((SUMMARY_OFFSETS.to_string(), json));
+    }
+    let file = format!(
+        "{}/metadata/{OFFSETS_FILE_PREFIX}{commit_id}.json",
+        table.metadata().location().trim_end_matches('/')
+    );
+    table
+        .file_io()
+        .new_output(&file)?
+        .write(bytes::Bytes::from(json))
+        .await?;
+    Ok((SUMMARY_OFFSETS_FILE.to_string(), file))
+}
+
+/// The summary entries of the current snapshot that carry the committed offsets, to be
+/// copied into a snapshot that does not change them.
+pub fn current_offsets_properties(table: &Table) -> HashMap<String, String> {
+    table
+        .metadata()
+        .current_snapshot()
+        .map(|s| {
+            s.summary()
+                .additional_properties
+                .iter()
+                .filter(|(k, _)| *k == SUMMARY_OFFSETS || *k == SUMMARY_OFFSETS_FILE)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `metadata/version-hint.text` naming the table's current metadata file, for
+/// engines that open a table by its directory (DuckDB's `iceberg_scan`, Hadoop-style
+/// readers): it holds the metadata file name without `.metadata.json`.
+pub async fn write_version_hint(table: &Table) -> Result<(), CatalogError> {
+    let Some(current) = table.metadata_location() else {
+        return Ok(());
+    };
+    let name = current.rsplit('/').next().unwrap_or(current);
+    let stem = name.strip_suffix(".metadata.json").unwrap_or(name);
+    let hint = format!(
+        "{}/metadata/version-hint.text",
+        table.metadata().location().trim_end_matches('/')
+    );
+    table
+        .file_io()
+        .new_output(&hint)?
+        .write(bytes::Bytes::from(stem.to_string()))
+        .await?;
+    Ok(())
 }
 
 pub fn parse_offsets(json: &str) -> Result<BTreeMap<i32, i64>, CatalogError> {

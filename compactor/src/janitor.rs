@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use iceberg::spec::{ManifestList, Operation};
 use iceberg::table::Table;
+use icestream_catalog::table::{OFFSETS_FILE_PREFIX, SUMMARY_OFFSETS_FILE};
 use icestream_storage::Objects;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -33,6 +34,12 @@ async fn referenced(objects: &Objects, table: &Table) -> Result<HashSet<Path>, C
     let mut snapshots: Vec<_> = metadata.snapshots().cloned().collect();
     snapshots.sort_by_key(|s| s.sequence_number());
     urls.extend(snapshots.iter().map(|s| s.manifest_list().to_string()));
+    urls.extend(snapshots.iter().filter_map(|s| {
+        s.summary()
+            .additional_properties
+            .get(SUMMARY_OFFSETS_FILE)
+            .cloned()
+    }));
     // Appends only add manifests: the newest snapshot of an append-only history lists
     // every manifest an older one does. Any other operation: read every manifest list.
     let append_only = snapshots
@@ -58,45 +65,108 @@ async fn referenced(objects: &Objects, table: &Table) -> Result<HashSet<Path>, C
         .collect())
 }
 
-/// Deletes the unreferenced files under `table`'s `metadata/` directory that are older
-/// than `grace`. Returns how many were deleted.
-pub async fn sweep_metadata(
-    objects: &Objects,
-    table: &Table,
-    grace: Duration,
-) -> Result<usize, CompactError> {
-    let dir = format!(
-        "{}/metadata/",
-        table.metadata().location().trim_end_matches('/')
-    );
-    let Some((store, prefix)) = objects.resolve_url(&dir) else {
-        return Ok(0);
-    };
-    let keep = referenced(objects, table).await?;
+fn cutoff_ms(grace: Duration) -> i64 {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let cutoff_ms = now_ms - grace.as_millis() as i64;
+    now_ms - grace.as_millis() as i64
+}
+
+async fn delete_all(store: &dyn object_store::ObjectStore, paths: Vec<Path>) -> usize {
+    let mut deleted = 0;
+    for path in paths {
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => tracing::warn!(file = %path, error = %e, "deleting a table file"),
+        }
+    }
+    deleted
+}
+
+/// Deletes the data files under `table`'s `data/` directory that no retained snapshot
+/// lists and that are older than `grace`: files replaced by rewrites once the snapshots
+/// that listed them expired, and files of rounds that never committed. The caller makes
+/// sure no round or rewrite is in flight (their files are listed nowhere yet). Returns how
+/// many were deleted.
+pub async fn sweep_data(
+    objects: &Objects,
+    table: &Table,
+    grace: Duration,
+) -> Result<usize, CompactError> {
+    let metadata = table.metadata();
+    let dir = format!("{}/data/", metadata.location().trim_end_matches('/'));
+    let Some((store, prefix)) = objects.resolve_url(&dir) else {
+        return Ok(0);
+    };
+    // Every manifest of every retained snapshot, each read once.
+    let mut manifests: HashSet<String> = HashSet::new();
+    let mut keep: HashSet<Path> = HashSet::new();
+    for snapshot in metadata.snapshots() {
+        let list = table.manifest_list_reader(snapshot).load().await?;
+        for m in list.entries() {
+            if !manifests.insert(m.manifest_path.clone()) {
+                continue;
+            }
+            let manifest = m.load_manifest(table.file_io()).await?;
+            // A file deleted in this manifest's snapshot is live in its parent, which may
+            // be retained: every entry counts.
+            for e in manifest.entries() {
+                if let Some((_, p)) = objects.resolve_url(e.file_path()) {
+                    keep.insert(p);
+                }
+            }
+        }
+    }
+    let cutoff = cutoff_ms(grace);
     let stale: Vec<Path> = store
         .list(Some(&prefix))
         .try_filter(|o| {
-            let name = o.location.filename().unwrap_or_default();
-            let ours = name.ends_with(".metadata.json") || name.ends_with(".avro");
+            let parquet = o
+                .location
+                .filename()
+                .is_some_and(|n| n.ends_with(".parquet"));
             futures::future::ready(
-                ours && o.last_modified.timestamp_millis() < cutoff_ms
+                parquet
+                    && o.last_modified.timestamp_millis() < cutoff
                     && !keep.contains(&o.location),
             )
         })
         .map_ok(|o| o.location)
         .try_collect()
         .await?;
-    let mut deleted = 0;
-    for path in stale {
-        match store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-            Err(e) => tracing::warn!(file = %path, error = %e, "deleting a table metadata file"),
+    Ok(delete_all(store.as_ref(), stale).await)
+}
+
+/// Deletes the unreferenced files under `table`'s `metadata/` directory that are older
+/// than `grace`. Returns how many were deleted, and the bytes of the files that stay.
+pub async fn sweep_metadata(
+    objects: &Objects,
+    table: &Table,
+    grace: Duration,
+) -> Result<(usize, u64), CompactError> {
+    let dir = format!(
+        "{}/metadata/",
+        table.metadata().location().trim_end_matches('/')
+    );
+    let Some((store, prefix)) = objects.resolve_url(&dir) else {
+        return Ok((0, 0));
+    };
+    let keep = referenced(objects, table).await?;
+    let cutoff = cutoff_ms(grace);
+    let mut stale: Vec<Path> = Vec::new();
+    let mut bytes = 0u64;
+    let mut listing = store.list(Some(&prefix));
+    while let Some(o) = listing.try_next().await? {
+        let name = o.location.filename().unwrap_or_default();
+        let ours = name.ends_with(".metadata.json")
+            || name.ends_with(".avro")
+            || name.starts_with(OFFSETS_FILE_PREFIX);
+        if ours && o.last_modified.timestamp_millis() < cutoff && !keep.contains(&o.location) {
+            stale.push(o.location);
+        } else {
+            bytes += o.size;
         }
     }
-    Ok(deleted)
+    Ok((delete_all(store.as_ref(), stale).await, bytes))
 }

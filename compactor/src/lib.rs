@@ -4,14 +4,17 @@
 //! lease in the metadata store keeps two compactors off the same topic.
 
 mod arrow;
+mod commit;
 pub mod janitor;
 pub mod metrics;
+pub mod rewrite;
 pub mod round;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use iceberg::Catalog;
+use icestream_catalog::commit::ManifestMerge;
 use icestream_catalog::table::{committed_offsets, table_ident};
 use icestream_catalog::CatalogError;
 use icestream_storage::meta::{IndexEntry, TopicMeta};
@@ -19,6 +22,7 @@ use icestream_storage::{MetaError, MetaStore, Objects};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use rewrite::RewriteReport;
 pub use round::{RoundContext, RoundReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,10 @@ pub enum CompactError {
     Iceberg(#[from] iceberg::Error),
     #[error("object store: {0}")]
     Objects(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
     #[error("table schema: {0}")]
     Schema(String),
     #[error("stored data is corrupt: {0}")]
@@ -64,6 +72,18 @@ pub struct CompactorConfig {
     /// Snapshots older than this are expired (the newest `keep_snapshots` always stay).
     pub snapshot_retention: Duration,
     pub keep_snapshots: usize,
+    /// At most this many snapshots are retained, however young (the table metadata file
+    /// lists every retained snapshot, and is rewritten at every commit).
+    pub max_snapshots: usize,
+    /// When commits merge small manifests.
+    pub manifest_merge: ManifestMerge,
+    /// Time between small-file rewrites (and snapshot expiry) of each table.
+    pub rewrite_interval: Duration,
+    /// How many adjacent small files of one size tier are merged at once.
+    pub rewrite_fan_in: usize,
+    /// Small files (under 3/4 of `target_file_bytes`) a partition may keep; beyond this its
+    /// newest small files are merged.
+    pub max_small_files: usize,
 }
 
 impl Default for CompactorConfig {
@@ -79,6 +99,11 @@ impl Default for CompactorConfig {
             metadata_grace: Duration::from_secs(600),
             snapshot_retention: Duration::from_secs(3600),
             keep_snapshots: 10,
+            max_snapshots: 100,
+            manifest_merge: ManifestMerge::default(),
+            rewrite_interval: Duration::from_secs(10),
+            rewrite_fan_in: 4,
+            max_small_files: 16,
         }
     }
 }
@@ -183,23 +208,37 @@ impl Compactor {
     /// Expires old snapshots of every topic table this compactor holds.
     pub async fn expire_snapshots(&self) -> Result<(), CompactError> {
         let now = self.meta.now_ms();
-        let older_than = now - self.config.snapshot_retention.as_millis() as i64;
         for topic in self.meta.topics().await? {
+            if !self.holds(&topic).await? {
+                continue;
+            }
             let ident = table_ident(&self.config.namespace, &topic.name)?;
             if !self.catalog.table_exists(&ident).await? {
                 continue;
             }
             let table = self.catalog.load_table(&ident).await?;
+            let mut older_than = now - self.config.snapshot_retention.as_millis() as i64;
+            // Beyond `max_snapshots`, the oldest go whatever their age.
+            let mut stamps: Vec<i64> = table
+                .metadata()
+                .snapshots()
+                .map(|s| s.timestamp_ms())
+                .collect();
+            stamps.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(cut) = stamps.get(self.config.max_snapshots.max(1) - 1) {
+                older_than = older_than.max(*cut);
+            }
             let expirable = table
                 .metadata()
                 .snapshots()
                 .filter(|s| s.timestamp_ms() < older_than)
                 .count();
             let total = table.metadata().snapshots().count();
+            metrics::set(&metrics::TABLE_SNAPSHOTS, &topic.name, total as i64);
             if expirable == 0 || total <= self.config.keep_snapshots {
                 continue;
             }
-            if let Err(e) = icestream_catalog::commit::expire_snapshots(
+            match icestream_catalog::commit::expire_snapshots(
                 &self.catalog,
                 &table,
                 older_than,
@@ -207,25 +246,43 @@ impl Compactor {
             )
             .await
             {
-                tracing::debug!(topic = %topic.name, error = %e, "snapshot expiry deferred");
+                Ok(t) => {
+                    metrics::set(
+                        &metrics::TABLE_SNAPSHOTS,
+                        &topic.name,
+                        t.metadata().snapshots().count() as i64,
+                    );
+                    if let Err(e) = icestream_catalog::table::write_version_hint(&t).await {
+                        tracing::warn!(topic = %topic.name, error = %e, "writing version-hint.text");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name, error = %e, "snapshot expiry deferred")
+                }
             }
         }
         Ok(())
     }
 
-    /// Deletes the unreferenced metadata files of every topic table this compactor holds.
+    /// Whether this compactor holds (or could take) `topic`'s lease.
+    async fn holds(&self, topic: &TopicMeta) -> Result<bool, CompactError> {
+        Ok(self
+            .meta
+            .acquire_lease(
+                &Self::lease_name(topic),
+                &self.config.holder,
+                self.lease_ttl_ms(),
+            )
+            .await?)
+    }
+
+    /// Deletes the unreferenced metadata files of every topic table this compactor holds,
+    /// and the data files no retained snapshot lists (replaced by rewrites, or left by
+    /// rounds that never committed).
     pub async fn sweep_tables(&self) -> Result<usize, CompactError> {
         let mut deleted = 0;
         for topic in self.meta.topics().await? {
-            if !self
-                .meta
-                .acquire_lease(
-                    &Self::lease_name(&topic),
-                    &self.config.holder,
-                    self.lease_ttl_ms(),
-                )
-                .await?
-            {
+            if !self.holds(&topic).await? {
                 continue;
             }
             let ident = table_ident(&self.config.namespace, &topic.name)?;
@@ -234,16 +291,57 @@ impl Compactor {
             }
             let table = self.catalog.load_table(&ident).await?;
             match janitor::sweep_metadata(&self.objects, &table, self.config.metadata_grace).await {
-                Ok(n) => {
+                Ok((n, bytes)) => {
                     if n > 0 {
                         tracing::debug!(topic = %topic.name, files = n, "table.sweep");
                     }
+                    metrics::set(&metrics::TABLE_METADATA_BYTES, &topic.name, bytes as i64);
                     deleted += n;
                 }
                 Err(e) => tracing::warn!(topic = %topic.name, error = %e, "table sweep failed"),
             }
+            // Data files in flight (a round or rewrite between writing and index swap)
+            // are left alone until it is resolved.
+            if self.meta.round_intent(topic.id).await?.is_some()
+                || self.meta.rewrite_intent(topic.id).await?.is_some()
+            {
+                continue;
+            }
+            match janitor::sweep_data(&self.objects, &table, self.config.metadata_grace).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(topic = %topic.name, files = n, "table.sweep_data");
+                    }
+                    deleted += n;
+                }
+                Err(e) => tracing::warn!(topic = %topic.name, error = %e, "data file sweep failed"),
+            }
         }
         Ok(deleted)
+    }
+
+    /// Rewrites small files of every topic table this compactor holds.
+    pub async fn rewrite_all(&self) -> Result<Vec<(String, RewriteReport)>, CompactError> {
+        let mut reports = Vec::new();
+        for topic in self.meta.topics().await? {
+            if !self.holds(&topic).await? {
+                continue;
+            }
+            match self.context().rewrite(&topic).await {
+                Ok(r) => {
+                    metrics::set(&metrics::TABLE_DATA_FILES, &topic.name, r.data_files as i64);
+                    metrics::set(&metrics::TABLE_MANIFESTS, &topic.name, r.manifests as i64);
+                    if r.groups > 0 {
+                        let now = self.meta.now_ms() / 1000;
+                        metrics::set(&metrics::TABLE_LAST_REWRITE, &topic.name, now);
+                        tracing::debug!(topic = %topic.name, files_in = r.files_in, files_out = r.files_out, bytes = r.bytes_in, "table.rewrite");
+                    }
+                    reports.push((topic.name.clone(), r));
+                }
+                Err(e) => tracing::warn!(topic = %topic.name, error = %e, "table rewrite failed"),
+            }
+        }
+        Ok(reports)
     }
 
     /// Applies `retention.ms` / `retention.bytes` of every topic: the log start moves past
@@ -267,7 +365,7 @@ impl Compactor {
             }
             let ident = table_ident(&self.config.namespace, &topic.name)?;
             let committed = if self.catalog.table_exists(&ident).await? {
-                committed_offsets(&self.catalog.load_table(&ident).await?)?
+                committed_offsets(&self.catalog.load_table(&ident).await?).await?
             } else {
                 Default::default()
             };
@@ -306,9 +404,19 @@ impl Compactor {
         Ok(())
     }
 
-    /// Runs rounds every `interval` until `shutdown`, finishing the round in progress.
+    /// Runs rounds every `interval`, and table maintenance (small-file rewrites, snapshot
+    /// expiry, sweeps) every `rewrite_interval` alongside them, until `shutdown`, finishing
+    /// the work in progress.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, broker_retention_ms: i64) {
         metrics::register();
+        tokio::join!(
+            self.run_rounds(&shutdown, broker_retention_ms),
+            self.run_maintenance(&shutdown)
+        );
+        self.release_leases().await;
+    }
+
+    async fn run_rounds(&self, shutdown: &CancellationToken, broker_retention_ms: i64) {
         let mut rounds: u64 = 0;
         loop {
             tokio::select! {
@@ -328,15 +436,30 @@ impl Compactor {
                 if let Err(e) = self.apply_retention(broker_retention_ms).await {
                     tracing::warn!(error = %e, "retention pass failed");
                 }
-                if let Err(e) = self.expire_snapshots().await {
-                    tracing::warn!(error = %e, "snapshot expiry failed");
-                }
+            }
+        }
+    }
+
+    async fn run_maintenance(&self, shutdown: &CancellationToken) {
+        let mut passes: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.rewrite_interval) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            if let Err(e) = self.rewrite_all().await {
+                tracing::warn!(error = %e, "rewrite pass failed");
+            }
+            if let Err(e) = self.expire_snapshots().await {
+                tracing::warn!(error = %e, "snapshot expiry failed");
+            }
+            passes += 1;
+            if passes.is_multiple_of(6) {
                 if let Err(e) = self.sweep_tables().await {
                     tracing::warn!(error = %e, "table sweep failed");
                 }
             }
         }
-        self.release_leases().await;
     }
 
     fn lease_ttl_ms(&self) -> i64 {

@@ -54,6 +54,81 @@ pub static QUARANTINED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     .ok()
 });
 
+pub static REWRITES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_table_rewrites_total",
+        "small-file rewrites committed to topic tables"
+    )
+    .ok()
+});
+
+pub static REWRITE_BYTES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_table_rewrite_bytes_total",
+        "bytes of data files rewritten into larger ones"
+    )
+    .ok()
+});
+
+fn table_gauge(name: &str, help: &str) -> Option<IntGaugeVec> {
+    register_int_gauge_vec!(name, help, &["topic"]).ok()
+}
+
+/// Live data files of the current snapshot, per topic table.
+pub static TABLE_DATA_FILES: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_data_files",
+        "live data files of the current snapshot of the topic table",
+    )
+});
+
+/// Manifests the current snapshot lists, per topic table.
+pub static TABLE_MANIFESTS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_manifests",
+        "manifests of the current snapshot of the topic table",
+    )
+});
+
+/// Snapshots in the table metadata, per topic table.
+pub static TABLE_SNAPSHOTS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_snapshots",
+        "snapshots retained in the topic table's metadata",
+    )
+});
+
+/// Bytes of the current metadata file, per topic table.
+pub static TABLE_METADATA_FILE_BYTES: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_metadata_file_bytes",
+        "size of the topic table's current metadata JSON file",
+    )
+});
+
+/// Bytes under the table's metadata/ directory (metadata files, manifest lists,
+/// manifests, offset files), per topic table.
+pub static TABLE_METADATA_BYTES: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_metadata_bytes",
+        "bytes of every file under the topic table's metadata directory",
+    )
+});
+
+/// Unix time (seconds) of the last rewrite committed, per topic table.
+pub static TABLE_LAST_REWRITE: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    table_gauge(
+        "icestream_table_last_rewrite_seconds",
+        "unix time of the last small-file rewrite committed to the topic table",
+    )
+});
+
+pub fn set(g: &LazyLock<Option<IntGaugeVec>>, topic: &str, value: i64) {
+    if let Some(g) = g.as_ref() {
+        g.with_label_values(&[topic]).set(value);
+    }
+}
+
 /// Registers every compactor metric, so each is exported from the start (at zero).
 pub fn register() {
     LazyLock::force(&LAG);
@@ -62,6 +137,14 @@ pub fn register() {
     LazyLock::force(&ROUNDS_FAILED);
     LazyLock::force(&COMMIT_FAILURES);
     LazyLock::force(&QUARANTINED);
+    LazyLock::force(&REWRITES);
+    LazyLock::force(&REWRITE_BYTES);
+    LazyLock::force(&TABLE_DATA_FILES);
+    LazyLock::force(&TABLE_MANIFESTS);
+    LazyLock::force(&TABLE_SNAPSHOTS);
+    LazyLock::force(&TABLE_METADATA_FILE_BYTES);
+    LazyLock::force(&TABLE_METADATA_BYTES);
+    LazyLock::force(&TABLE_LAST_REWRITE);
 }
 
 pub fn inc(c: &LazyLock<Option<IntCounter>>) {

@@ -23,10 +23,10 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::Catalog;
-use icestream_catalog::commit::append_pinned;
+use icestream_catalog::commit::FileChange;
 use icestream_catalog::table::{
-    committed_offsets, ensure_table, format_offsets, has_commit, FIELD_OFFSET, SUMMARY_COMMIT_ID,
-    SUMMARY_OFFSETS,
+    committed_offsets, ensure_table, has_commit, offsets_property, FIELD_OFFSET, FIELD_TIMESTAMP,
+    SUMMARY_COMMIT_ID,
 };
 use icestream_storage::batch::batches;
 use icestream_storage::meta::{IndexEntry, Location, RoundFile, RoundIntent, TopicMeta};
@@ -95,7 +95,7 @@ impl RoundContext<'_> {
         Ok(())
     }
 
-    async fn delete_files(&self, files: &[RoundFile]) {
+    pub(crate) async fn delete_files(&self, files: &[RoundFile]) {
         for f in files {
             if let Some((store, path)) = self.objects.resolve_url(&f.file) {
                 if let Err(e) = store.delete(&path).await {
@@ -120,7 +120,7 @@ impl RoundContext<'_> {
         }
         // Reload: resolving may have changed nothing in the table, but be exact.
         let table = self.catalog.load_table(table.identifier()).await?;
-        let committed = committed_offsets(&table)?;
+        let committed = committed_offsets(&table).await?;
 
         // Choose whole index entries per partition, within the round's byte budget.
         let mut budget = self.config.max_round_bytes as u64;
@@ -176,28 +176,36 @@ impl RoundContext<'_> {
         };
         self.meta.set_round_intent(topic.id, &intent).await?;
         let properties: HashMap<String, String> = [
-            (SUMMARY_OFFSETS.to_string(), format_offsets(&next)),
+            offsets_property(&table, &commit_id, &next).await?,
             (SUMMARY_COMMIT_ID.to_string(), commit_id.clone()),
         ]
         .into_iter()
         .collect();
-        let outcome = append_pinned(self.catalog, &table, data_files, properties).await;
-        failpoint("compactor.after_commit");
+        // A rewrite committed meanwhile changes files, not offsets: the round is rebuilt on
+        // top of it. Any other change of the offsets (another compactor) fails the round.
+        let outcome = crate::commit::commit_change(
+            self.catalog.as_ref(),
+            &table,
+            &commit_id,
+            "compactor.after_commit",
+            &self.config.manifest_merge,
+            |_| FileChange {
+                added: data_files.clone(),
+                removed: Vec::new(),
+                properties: properties.clone(),
+            },
+            |current| {
+                let committed = &committed;
+                async move { Ok(committed_offsets(&current).await? == *committed) }
+            },
+        )
+        .await;
         // A commit is done when the catalog shows it, whatever the call returned: a lost
         // response fails a commit that happened, and the SQL catalog reports success for a
         // transaction whose COMMIT failed (SQLite busy) and was rolled back. Nothing moves
         // (index swap, next offsets) until a fresh load of the table holds the snapshot.
-        let current = self.catalog.load_table(table.identifier()).await?;
-        if !has_commit(&current, &commit_id) {
-            let error = match outcome {
-                Err(e) => CompactError::from(e),
-                Ok(_) => CompactError::CommitNotVisible {
-                    topic: topic.name.clone(),
-                    commit_id: commit_id.clone(),
-                },
-            };
+        if let Err(error) = outcome {
             tracing::warn!(topic = %topic.name, commit = %commit_id, error = %error, "compaction commit did not take effect; the round will be retried");
-            crate::metrics::inc(&crate::metrics::COMMIT_FAILURES);
             self.delete_files(&round_files).await;
             self.meta.clear_round_intent(topic.id).await?;
             return Err(error);
@@ -279,7 +287,7 @@ impl RoundContext<'_> {
                     first_offset: bound(file.lower_bounds())?,
                     last_offset: bound(file.upper_bounds())?,
                     rows: file.record_count() as u32,
-                    max_timestamp,
+                    max_timestamp: max_timestamp_ms(&file).unwrap_or(max_timestamp),
                 });
                 data_files.push(file);
             }
@@ -339,6 +347,18 @@ impl RoundContext<'_> {
 }
 
 use futures::StreamExt as _;
+
+/// The largest record timestamp (ms) of a data file, from its column bounds.
+pub(crate) fn max_timestamp_ms(file: &DataFile) -> Option<i64> {
+    match file
+        .upper_bounds()
+        .get(&FIELD_TIMESTAMP)
+        .map(|d| d.literal())
+    {
+        Some(PrimitiveLiteral::Long(us)) => Some(us.div_euclid(1000)),
+        _ => None,
+    }
+}
 
 /// The rows of one WAL index entry, in offset order. Stored bytes are not trusted: a batch
 /// that cannot be decoded is quarantined (counted, logged with its segment and offsets,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use iceberg::{Catalog, TableIdent};
-use icestream_catalog::commit::append_pinned;
+use icestream_catalog::commit::{commit_files, FileChange, ManifestMerge};
 use icestream_catalog::connect;
 use icestream_catalog::table::{committed_offsets, table_ident, SUMMARY_OFFSETS};
 use icestream_compactor::{Compactor, CompactorConfig, RoundContext};
@@ -233,10 +233,20 @@ async fn stale_commits_are_refused_not_reapplied() {
     }
     let props: HashMap<String, String> =
         [(SUMMARY_OFFSETS.to_string(), "{\"0\":3}".to_string())].into();
-    let result = append_pinned(&env.catalog, &stale, Vec::new(), props).await;
+    let change = FileChange {
+        properties: props,
+        ..Default::default()
+    };
+    let result = commit_files(
+        env.catalog.as_ref(),
+        &stale,
+        change,
+        &ManifestMerge::default(),
+    )
+    .await;
     assert!(result.is_err(), "a commit on a stale base must fail");
     let after = env.catalog.load_table(&ident).await.expect("table");
-    assert_eq!(committed_offsets(&after).expect("offsets")[&0], 5);
+    assert_eq!(committed_offsets(&after).await.expect("offsets")[&0], 5);
     assert_eq!(env.table_rows(&ident).await, 5);
     // Nothing more to do: a further round adds nothing.
     assert_eq!(env.round().run(&topic).await.expect("round 3").rows, 0);
@@ -417,7 +427,7 @@ async fn lost_and_failed_commits_move_nothing(env: &Env) {
             "{name}: the round was discarded"
         );
         let table = env.catalog.load_table(&ident).await.expect("table");
-        assert!(committed_offsets(&table).expect("offsets").is_empty());
+        assert!(committed_offsets(&table).await.expect("offsets").is_empty());
     }
 
     // A commit whose response was lost did happen: the round goes on to the swap.
@@ -501,10 +511,167 @@ async fn undecodable_stored_batches_are_quarantined_not_fatal() {
     let ident = table_ident("kafka", "liars").expect("ident");
     let table = env.catalog.load_table(&ident).await.expect("table");
     assert_eq!(
-        committed_offsets(&table).expect("offsets")[&0],
+        committed_offsets(&table).await.expect("offsets")[&0],
         1 + 5 + 1 + i64::from(i32::MAX) + 1
     );
     assert_eq!(env.table_rows(&ident).await, 3);
     // Nothing left behind: the next round has nothing to do.
     assert_eq!(env.round().run(&topic).await.expect("again").rows, 0);
+}
+
+/// Offsets of the table's current snapshot (or of `snapshot`), in scan order.
+async fn table_offsets(env: &Env, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
+    use arrow_array::cast::AsArray;
+    use futures::TryStreamExt;
+    let table = env.catalog.load_table(ident).await.expect("table");
+    let mut scan = table.scan().select(["offset"]);
+    if let Some(id) = snapshot {
+        scan = scan.snapshot_id(id);
+    }
+    let batches: Vec<_> = scan
+        .build()
+        .expect("scan")
+        .to_arrow()
+        .await
+        .expect("arrow")
+        .try_collect()
+        .await
+        .expect("batches");
+    let mut offsets: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+#[tokio::test]
+async fn small_files_are_rewritten_and_the_index_follows() {
+    let mut env = env().await;
+    env.config.max_small_files = 2;
+    let topic = env.topic("merge").await;
+    let ident = table_ident("kafka", "merge").expect("ident");
+    // 24 rounds, one small file each.
+    for round in 0..24 {
+        let values: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        env.produce(&topic, &refs).await;
+        assert_eq!(env.round().run(&topic).await.expect("round").rows, 3);
+    }
+    let before = env.catalog.load_table(&ident).await.expect("table");
+    let before_id = before.metadata().current_snapshot_id().expect("snapshot");
+    let (files, _) = icestream_compactor::rewrite::live_files(&before)
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 24);
+
+    let report = env.round().rewrite(&topic).await.expect("rewrite");
+    assert_eq!(report.files_in, 24, "{report:?}");
+    assert_eq!(report.files_out, 1, "{report:?}");
+    assert_eq!(report.rows, 72);
+    let after = env.catalog.load_table(&ident).await.expect("table");
+    let snapshot = after.metadata().current_snapshot().expect("snapshot");
+    assert_eq!(snapshot.summary().operation.as_str(), "replace");
+    assert_eq!(
+        committed_offsets(&after).await.expect("offsets")[&0],
+        72,
+        "a rewrite keeps the committed offsets"
+    );
+    let (live, _) = icestream_compactor::rewrite::live_files(&after)
+        .await
+        .expect("files");
+    assert_eq!(live.len(), 1);
+    // Every offset once, in the new snapshot and in the retained one before it.
+    assert_eq!(
+        table_offsets(&env, &ident, None).await,
+        (0..72).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        table_offsets(&env, &ident, Some(before_id)).await,
+        (0..72).collect::<Vec<_>>()
+    );
+    // The index names the rewritten file for every offset.
+    let entries = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(matches!(&entries[0].location, Location::Table { file, .. } if *file == live[0].path));
+    assert_eq!((entries[0].base_offset, entries[0].last_offset), (0, 71));
+    assert!(env
+        .meta
+        .rewrite_intent(topic.id)
+        .await
+        .expect("intent")
+        .is_none());
+
+    // Rounds go on on top of the replace snapshot; nothing more to merge yet.
+    env.produce(&topic, &["late"]).await;
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 1);
+    assert_eq!(
+        env.round().rewrite(&topic).await.expect("rewrite").files_in,
+        0
+    );
+    assert_eq!(
+        table_offsets(&env, &ident, None).await,
+        (0..73).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_uncommitted_rewrite_is_discarded_and_a_committed_one_finished() {
+    use icestream_storage::meta::{RewriteGroup, RewriteIntent};
+    let mut env = env().await;
+    env.config.max_small_files = 1;
+    let topic = env.topic("crashy").await;
+    let ident = table_ident("kafka", "crashy").expect("ident");
+    for round in 0..3 {
+        let v = format!("v{round}");
+        env.produce(&topic, &[v.as_str()]).await;
+        env.round().run(&topic).await.expect("round");
+    }
+    // A rewrite that wrote a file and recorded its intent, then died before committing.
+    let orphan = env
+        .objects
+        .url("warehouse/kafka/crashy/data/partition=0/orphan.parquet");
+    let (store, path) = env.objects.resolve_url(&orphan).expect("url");
+    store
+        .put(&path, Bytes::from_static(b"x").into())
+        .await
+        .expect("put");
+    let intent = RewriteIntent {
+        v: 1,
+        commit_id: "never-committed".into(),
+        groups: vec![RewriteGroup {
+            partition: 0,
+            removed: vec![],
+            added: vec![RoundFile {
+                partition: 0,
+                file: orphan.clone(),
+                first_offset: 0,
+                last_offset: 2,
+                rows: 3,
+                max_timestamp: 0,
+            }],
+        }],
+    };
+    env.meta
+        .set_rewrite_intent(topic.id, &intent)
+        .await
+        .expect("intent");
+    let report = env.round().rewrite(&topic).await.expect("rewrite");
+    assert!(report.resolved_intent);
+    assert!(
+        store.head(&path).await.is_err(),
+        "the orphan file was deleted"
+    );
+    assert_eq!(report.files_out, 1, "the rewrite then ran: {report:?}");
+    assert_eq!(table_offsets(&env, &ident, None).await, vec![0, 1, 2]);
+    assert_eq!(env.table_rows(&ident).await, 3);
 }

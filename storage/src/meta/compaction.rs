@@ -13,6 +13,7 @@ use crate::kv::{prefix_end, KvStoreExt};
 
 const LEASE: u8 = b'l';
 const INTENT: u8 = b'k';
+const REWRITE_INTENT: u8 = b'r';
 
 fn lease_key(name: &str) -> Vec<u8> {
     let mut k = vec![LEASE];
@@ -24,6 +25,31 @@ fn intent_key(topic_id: Uuid) -> Vec<u8> {
     let mut k = vec![INTENT];
     k.extend_from_slice(topic_id.as_bytes());
     k
+}
+
+fn rewrite_intent_key(topic_id: Uuid) -> Vec<u8> {
+    let mut k = vec![REWRITE_INTENT];
+    k.extend_from_slice(topic_id.as_bytes());
+    k
+}
+
+/// A run of one partition's data files rewritten into `added` (which hold exactly the
+/// rows of `removed`, in offset order).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RewriteGroup {
+    pub partition: i32,
+    /// URLs of the data files replaced.
+    pub removed: Vec<String>,
+    pub added: Vec<RoundFile>,
+}
+
+/// A file rewrite about to commit: if its `replace` snapshot (tagged `commit_id`) is in the
+/// table, the index must be moved to the added files; if not, the added files are garbage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RewriteIntent {
+    pub v: u32,
+    pub commit_id: String,
+    pub groups: Vec<RewriteGroup>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -143,6 +169,70 @@ impl MetaStore {
                 })
             })
             .await
+    }
+
+    pub async fn rewrite_intent(&self, topic_id: Uuid) -> Result<Option<RewriteIntent>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    tx.get(&rewrite_intent_key(topic_id))
+                        .await?
+                        .map(|v| decode_json(&v, "rewrite intent"))
+                        .transpose()
+                })
+            })
+            .await
+    }
+
+    pub async fn set_rewrite_intent(&self, topic_id: Uuid, intent: &RewriteIntent) -> Result<()> {
+        let value = serde_json::to_vec(intent).unwrap_or_default();
+        self.kv
+            .transact(|tx| {
+                let value = value.clone();
+                Box::pin(async move {
+                    tx.set(&rewrite_intent_key(topic_id), &value);
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    pub async fn clear_rewrite_intent(&self, topic_id: Uuid) -> Result<()> {
+        self.kv
+            .transact(|tx| {
+                Box::pin(async move {
+                    tx.clear(&rewrite_intent_key(topic_id));
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    /// Points the index at the files of a committed rewrite: per group, in one transaction,
+    /// the entries of the removed files within the added files' offsets are replaced by one
+    /// entry per added file; then the intent is cleared. Idempotent (entries already moved
+    /// are left alone). An added file's entry starts at the first offset an old entry still
+    /// covered (retention may have trimmed the start), and carries the old entries' bytes.
+    /// Returns the new entries.
+    pub async fn swap_rewritten(
+        &self,
+        topic_id: Uuid,
+        groups: &[RewriteGroup],
+    ) -> Result<Vec<(i32, IndexEntry)>> {
+        let mut created = Vec::new();
+        for g in groups {
+            let group = g.clone();
+            let entries = self
+                .kv
+                .transact(|tx| {
+                    let group = group.clone();
+                    Box::pin(async move { swap_group(tx, topic_id, group).await })
+                })
+                .await?;
+            created.extend(entries.into_iter().map(|e| (g.partition, e)));
+        }
+        self.clear_rewrite_intent(topic_id).await?;
+        Ok(created)
     }
 
     /// Points the index at a committed round's data files: for each partition, in its own
@@ -289,4 +379,74 @@ impl MetaStore {
             })
             .await
     }
+}
+
+async fn swap_group(
+    tx: &mut dyn crate::kv::KvTxn,
+    topic_id: Uuid,
+    group: RewriteGroup,
+) -> Result<Vec<IndexEntry>> {
+    let mut added = group.added;
+    added.sort_by_key(|f| f.first_offset);
+    let (Some(first), Some(last)) = (added.first(), added.last()) else {
+        return Ok(Vec::new());
+    };
+    let p = group.partition;
+    let begin = keys::index(topic_id, p, first.first_offset);
+    let stop = prefix_end(&keys::index(topic_id, p, last.last_offset));
+    let rows = tx.get_range(&begin, &stop, 0, false).await?;
+    let mut old = Vec::new();
+    for (k, v) in &rows {
+        let e = IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+        match &e.location {
+            Location::Table { file, .. } if group.removed.contains(file) => old.push((k.clone(), e)),
+            // Already moved (a swap interrupted and run again).
+            Location::Table { file, .. } if added.iter().any(|f| &f.file == file) => {}
+            _ => {
+                return Err(MetaError::Corrupt {
+                    what: "index entry",
+                    reason: format!(
+                        "entry {}..={} inside rewritten offsets {}..={} is not one of the rewritten files",
+                        e.base_offset, e.last_offset, first.first_offset, last.last_offset
+                    ),
+                })
+            }
+        }
+    }
+    if old.is_empty() {
+        return Ok(Vec::new());
+    }
+    let start = old
+        .iter()
+        .map(|(_, e)| e.base_offset)
+        .min()
+        .unwrap_or(first.first_offset);
+    let total_bytes: u64 = old.iter().map(|(_, e)| e.size_bytes()).sum();
+    let total_rows: u64 = added.iter().map(|f| u64::from(f.rows)).sum::<u64>().max(1);
+    for (k, _) in &old {
+        tx.clear(k);
+    }
+    let mut created = Vec::with_capacity(added.len());
+    for f in added {
+        if f.last_offset < start {
+            continue;
+        }
+        let entry = IndexEntry {
+            base_offset: f.first_offset.max(start),
+            last_offset: f.last_offset,
+            location: Location::Table {
+                file: f.file.clone(),
+                rows: f.rows,
+                bytes: total_bytes * u64::from(f.rows) / total_rows,
+            },
+            batch_count: 1,
+            max_timestamp: f.max_timestamp,
+        };
+        tx.set(
+            &keys::index(topic_id, p, entry.last_offset),
+            &entry.encode(),
+        );
+        created.push(entry);
+    }
+    Ok(created)
 }

@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
 pub use brokers::BrokerRecord;
-pub use compaction::{RoundFile, RoundIntent};
+pub use compaction::{RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
     AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
