@@ -163,7 +163,7 @@ pub async fn ensure_table(
             // that drop out of it.
             (
                 "write.metadata.previous-versions-max".to_string(),
-                "100".to_string(),
+                "20".to_string(),
             ),
             (
                 "write.metadata.delete-after-commit.enabled".to_string(),

@@ -153,20 +153,57 @@ pub async fn sweep_metadata(
         return Ok((0, 0));
     };
     let keep = referenced(objects, table).await?;
+    // Metadata files older than the oldest one the metadata log keeps were committed and
+    // superseded: nothing in flight can need them, they go at once (Iceberg's
+    // `write.metadata.delete-after-commit`). Others wait out the grace period.
+    let oldest_logged = table
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|m| m.metadata_file.as_str())
+        .chain(table.metadata_location())
+        .filter_map(metadata_version)
+        .min();
     let cutoff = cutoff_ms(grace);
     let mut stale: Vec<Path> = Vec::new();
     let mut bytes = 0u64;
     let mut listing = store.list(Some(&prefix));
     while let Some(o) = listing.try_next().await? {
         let name = o.location.filename().unwrap_or_default();
+        let superseded = name.ends_with(".metadata.json")
+            && matches!((metadata_version(name), oldest_logged), (Some(v), Some(min)) if v < min);
         let ours = name.ends_with(".metadata.json")
             || name.ends_with(".avro")
             || name.starts_with(OFFSETS_FILE_PREFIX);
-        if ours && o.last_modified.timestamp_millis() < cutoff && !keep.contains(&o.location) {
+        let old = o.last_modified.timestamp_millis() < cutoff;
+        if (superseded || (ours && old)) && !keep.contains(&o.location) {
             stale.push(o.location);
         } else {
             bytes += o.size;
         }
     }
     Ok((delete_all(store.as_ref(), stale).await, bytes))
+}
+
+/// The version of a metadata file named `NNNNN-<uuid>.metadata.json` (or a URL of one).
+fn metadata_version(url: &str) -> Option<u64> {
+    let name = url.rsplit('/').next()?;
+    let (version, rest) = name.split_once('-')?;
+    rest.ends_with(".metadata.json")
+        .then(|| version.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metadata_versions() {
+        use super::metadata_version;
+        assert_eq!(
+            metadata_version("file:///w/t/metadata/00042-0f3c.metadata.json"),
+            Some(42)
+        );
+        assert_eq!(metadata_version("snap-1-0-abc.avro"), None);
+        assert_eq!(metadata_version("v3.metadata.json"), None);
+    }
 }

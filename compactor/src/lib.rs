@@ -189,6 +189,9 @@ impl Compactor {
             };
             match outcome {
                 Ok(r) => {
+                    if r.files > 0 {
+                        metrics::inc(&metrics::ROUNDS);
+                    }
                     metrics::add(&metrics::ROWS, r.rows);
                     metrics::add(&metrics::BYTES, r.bytes);
                     if let Some(lag) = metrics::LAG.as_ref() {

@@ -30,6 +30,14 @@ pub static BYTES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     .ok()
 });
 
+pub static ROUNDS: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_compaction_rounds_total",
+        "compaction rounds that committed a snapshot"
+    )
+    .ok()
+});
+
 pub static ROUNDS_FAILED: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     register_int_counter!(
         "icestream_compaction_failures_total",
@@ -133,6 +141,7 @@ pub fn set(g: &LazyLock<Option<IntGaugeVec>>, topic: &str, value: i64) {
 pub fn register() {
     LazyLock::force(&LAG);
     LazyLock::force(&ROWS);
+    LazyLock::force(&ROUNDS);
     LazyLock::force(&BYTES);
     LazyLock::force(&ROUNDS_FAILED);
     LazyLock::force(&COMMIT_FAILURES);

@@ -54,9 +54,9 @@ def wait_for_rows(catalog, topic, count, timeout=60, namespace="kafka"):
     raise AssertionError(f"table {topic} has {len(got)} rows after {timeout}s, expected {count}")
 
 
-def duckdb_count(metadata_glob):
-    """Row count of the newest metadata file matching `metadata_glob`, via DuckDB's
-    iceberg extension (loaded from its PyPI wheel: no network)."""
+def duck_connection():
+    """A DuckDB connection with the iceberg extension (loaded from its PyPI wheel: no
+    network)."""
     site = os.path.dirname(os.path.dirname(duckdb.__file__))
     con = duckdb.connect()
     con.execute("SET autoinstall_known_extensions=false")
@@ -64,5 +64,12 @@ def duckdb_count(metadata_glob):
     for ext in ["avro", "iceberg"]:
         path = glob.glob(f"{site}/duckdb_extension_{ext}/extensions/*/{ext}.duckdb_extension")[0]
         con.execute(f"LOAD '{path}'")
+    return con
+
+
+def duckdb_count(metadata_glob):
+    """Row count of the newest metadata file matching `metadata_glob`, via DuckDB's
+    iceberg extension."""
+    con = duck_connection()
     newest = sorted(glob.glob(metadata_glob))[-1]
     return con.execute(f"SELECT count(*) FROM iceberg_scan('{newest}')").fetchone()[0]
