@@ -47,6 +47,12 @@ enum Command {
         partitions: i32,
         #[arg(long, default_value_t = 1024)]
         record_size: usize,
+        /// WAL folded per round at most (MB): smaller makes more, smaller data files.
+        #[arg(long, default_value_t = 256)]
+        round_mb: usize,
+        /// Then rewrite the small files into large ones, and report that too.
+        #[arg(long)]
+        rewrite: bool,
     },
     /// Produce at a steady rate to a running broker and time table visibility.
     Freshness {
@@ -144,7 +150,13 @@ fn batch_of(n: usize, size: usize, now: i64, seed: u64) -> anyhow::Result<Bytes>
     Ok(out.freeze())
 }
 
-async fn compact(mb: usize, partitions: i32, record_size: usize) -> anyhow::Result<()> {
+async fn compact(
+    mb: usize,
+    partitions: i32,
+    record_size: usize,
+    round_mb: usize,
+    rewrite: bool,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let kv = EmbeddedKv::open(&dir.path().join("meta.redb"))?;
     let meta = MetaStore::new(Arc::new(kv), Arc::new(SystemClock));
@@ -220,7 +232,10 @@ async fn compact(mb: usize, partitions: i32, record_size: usize) -> anyhow::Resu
         )
         .await?;
     }
-    let config = CompactorConfig::default();
+    let config = CompactorConfig {
+        max_round_bytes: round_mb * 1024 * 1024,
+        ..CompactorConfig::default()
+    };
     let ctx = RoundContext {
         meta: &meta,
         objects: &objects,
@@ -250,6 +265,49 @@ async fn compact(mb: usize, partitions: i32, record_size: usize) -> anyhow::Resu
         rows as f64 / secs
     );
     println!("cpu                   {cpu:.2} CPU-s in {secs:.2} s");
+    if !rewrite {
+        return Ok(());
+    }
+    let config = CompactorConfig {
+        max_small_files: 1,
+        ..CompactorConfig::default()
+    };
+    let ctx = RoundContext {
+        config: &config,
+        ..ctx
+    };
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let (mut bytes_in, mut bytes_out, mut files_in, mut files_out, mut rows, mut passes) =
+        (0u64, 0u64, 0usize, 0usize, 0u64, 0);
+    let last = loop {
+        let r = ctx.rewrite(&topic).await?;
+        if r.groups == 0 {
+            break r;
+        }
+        bytes_in += r.bytes_in;
+        bytes_out += r.bytes_out;
+        files_in += r.files_in;
+        files_out += r.files_out;
+        rows += r.rows;
+        passes += 1;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    println!(
+        "rewrite               {files_in} files ({:.1} MB of Parquet) into {files_out} ({:.1} MB), {rows} rows, {passes} passes; {} data files and {} manifests left",
+        bytes_in as f64 / 1e6,
+        bytes_out as f64 / 1e6,
+        last.data_files,
+        last.manifests
+    );
+    println!(
+        "rewrite throughput    {:.1} MB/s of Parquet read and rewritten ({:.1} MB/s per CPU-second), {:.0} rows/s",
+        bytes_in as f64 / 1e6 / secs,
+        bytes_in as f64 / 1e6 / cpu.max(1e-9),
+        rows as f64 / secs
+    );
+    println!("rewrite cpu           {cpu:.2} CPU-s in {secs:.2} s");
     Ok(())
 }
 
@@ -528,7 +586,9 @@ fn main() -> anyhow::Result<()> {
             mb,
             partitions,
             record_size,
-        } => rt.block_on(compact(mb, partitions, record_size)),
+            round_mb,
+            rewrite,
+        } => rt.block_on(compact(mb, partitions, record_size, round_mb, rewrite)),
         Command::Freshness {
             bootstrap,
             catalog,

@@ -138,19 +138,30 @@ pub async fn sweep_data(
     Ok(delete_all(store.as_ref(), stale).await)
 }
 
+/// What a metadata sweep found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MetadataSweep {
+    /// Files deleted.
+    pub deleted: usize,
+    /// Bytes of the files under `metadata/` that stay.
+    pub bytes: u64,
+    /// Bytes of the current metadata file.
+    pub metadata_file_bytes: u64,
+}
+
 /// Deletes the unreferenced files under `table`'s `metadata/` directory that are older
-/// than `grace`. Returns how many were deleted, and the bytes of the files that stay.
+/// than `grace` (metadata files superseded beyond the metadata log at once).
 pub async fn sweep_metadata(
     objects: &Objects,
     table: &Table,
     grace: Duration,
-) -> Result<(usize, u64), CompactError> {
+) -> Result<MetadataSweep, CompactError> {
     let dir = format!(
         "{}/metadata/",
         table.metadata().location().trim_end_matches('/')
     );
     let Some((store, prefix)) = objects.resolve_url(&dir) else {
-        return Ok((0, 0));
+        return Ok(MetadataSweep::default());
     };
     let keep = referenced(objects, table).await?;
     // Metadata files older than the oldest one the metadata log keeps were committed and
@@ -165,8 +176,12 @@ pub async fn sweep_metadata(
         .filter_map(metadata_version)
         .min();
     let cutoff = cutoff_ms(grace);
+    let current = table
+        .metadata_location()
+        .and_then(|u| objects.resolve_url(u))
+        .map(|(_, p)| p);
     let mut stale: Vec<Path> = Vec::new();
-    let mut bytes = 0u64;
+    let mut sweep = MetadataSweep::default();
     let mut listing = store.list(Some(&prefix));
     while let Some(o) = listing.try_next().await? {
         let name = o.location.filename().unwrap_or_default();
@@ -179,10 +194,14 @@ pub async fn sweep_metadata(
         if (superseded || (ours && old)) && !keep.contains(&o.location) {
             stale.push(o.location);
         } else {
-            bytes += o.size;
+            sweep.bytes += o.size;
+            if current.as_ref() == Some(&o.location) {
+                sweep.metadata_file_bytes = o.size;
+            }
         }
     }
-    Ok((delete_all(store.as_ref(), stale).await, bytes))
+    sweep.deleted = delete_all(store.as_ref(), stale).await;
+    Ok(sweep)
 }
 
 /// The version of a metadata file named `NNNNN-<uuid>.metadata.json` (or a URL of one).

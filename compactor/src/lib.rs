@@ -294,12 +294,17 @@ impl Compactor {
             }
             let table = self.catalog.load_table(&ident).await?;
             match janitor::sweep_metadata(&self.objects, &table, self.config.metadata_grace).await {
-                Ok((n, bytes)) => {
-                    if n > 0 {
-                        tracing::debug!(topic = %topic.name, files = n, "table.sweep");
+                Ok(sweep) => {
+                    if sweep.deleted > 0 {
+                        tracing::debug!(topic = %topic.name, files = sweep.deleted, "table.sweep");
                     }
-                    metrics::set(&metrics::TABLE_METADATA_BYTES, &topic.name, bytes as i64);
-                    deleted += n;
+                    metrics::set(&metrics::TABLE_METADATA_BYTES, &topic.name, sweep.bytes as i64);
+                    metrics::set(
+                        &metrics::TABLE_METADATA_FILE_BYTES,
+                        &topic.name,
+                        sweep.metadata_file_bytes as i64,
+                    );
+                    deleted += sweep.deleted;
                 }
                 Err(e) => tracing::warn!(topic = %topic.name, error = %e, "table sweep failed"),
             }
