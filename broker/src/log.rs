@@ -425,8 +425,13 @@ impl Log {
                 Err(ReadError::Object {
                     source: object_store::Error::NotFound { .. },
                     ..
-                }) if !retried => {
-                    // The segment was compacted and collected since the entry was cached.
+                })
+                | Err(ReadError::Table { .. })
+                    if !retried =>
+                {
+                    // The segment was compacted and collected since the entry was cached,
+                    // or the data file was rewritten into another (by another broker's
+                    // compactor) and deleted: read the index again.
                     retried = true;
                     self.forget_window(topic_id, partition);
                     continue;

@@ -298,7 +298,11 @@ impl Compactor {
                     if sweep.deleted > 0 {
                         tracing::debug!(topic = %topic.name, files = sweep.deleted, "table.sweep");
                     }
-                    metrics::set(&metrics::TABLE_METADATA_BYTES, &topic.name, sweep.bytes as i64);
+                    metrics::set(
+                        &metrics::TABLE_METADATA_BYTES,
+                        &topic.name,
+                        sweep.bytes as i64,
+                    );
                     metrics::set(
                         &metrics::TABLE_METADATA_FILE_BYTES,
                         &topic.name,

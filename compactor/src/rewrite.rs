@@ -262,7 +262,17 @@ impl RoundContext<'_> {
             report.resolved_intent = true;
         }
         let table = self.catalog.load_table(&ident).await?;
-        let (files, manifests) = live_files(&table).await?;
+        let (mut files, manifests) = live_files(&table).await?;
+        // A round that committed but has not moved the index to its files yet (its intent,
+        // read after the table, is still there): its files are not rewritten before the
+        // index names them. They count as large, so no run of small files spans them.
+        if let Some(round) = self.meta.round_intent(topic.id).await? {
+            for f in files.iter_mut() {
+                if round.files.iter().any(|r| r.file == f.path) {
+                    f.bytes = u64::MAX / 4;
+                }
+            }
+        }
         report.data_files = files.len();
         report.manifests = manifests;
         let mut by_partition: BTreeMap<i32, Vec<LiveFile>> = BTreeMap::new();
@@ -463,4 +473,86 @@ fn check_offsets(
         *next = *o;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<LiveFile> {
+        let mut offset = 0;
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| {
+                let f = LiveFile {
+                    partition: 0,
+                    path: format!("f{i}"),
+                    bytes,
+                    rows: 10,
+                    first_offset: offset,
+                    last_offset: offset + 9,
+                };
+                offset += 10;
+                f
+            })
+            .collect()
+    }
+
+    fn paths(bins: &[Vec<LiveFile>]) -> Vec<Vec<String>> {
+        bins.iter()
+            .map(|b| b.iter().map(|f| f.path.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn same_tier_files_merge_in_fours_and_the_rest_wait() {
+        let config = CompactorConfig::default();
+        // Three small files: nothing to do yet.
+        assert!(plan_partition(files(&[1000; 3]), &config).is_empty());
+        // Four of one tier: merged into one.
+        let bins = plan_partition(files(&[1000; 4]), &config);
+        assert_eq!(paths(&bins), vec![vec!["f0", "f1", "f2", "f3"]]);
+        // A large file is never rewritten, and runs do not span it.
+        let big = config.target_file_bytes as u64;
+        let bins = plan_partition(files(&[1000, 1000, big, 1000, 1000, 1000, 1000]), &config);
+        assert_eq!(paths(&bins), vec![vec!["f3", "f4", "f5", "f6"]]);
+        // Files of different tiers wait for their peers.
+        let bins = plan_partition(files(&[4 << 20, 1000, 1000, 1000]), &config);
+        assert!(bins.is_empty());
+    }
+
+    #[test]
+    fn too_many_small_files_merge_newest_first() {
+        let config = CompactorConfig {
+            max_small_files: 1,
+            ..CompactorConfig::default()
+        };
+        let big = config.target_file_bytes as u64;
+        let bins = plan_partition(files(&[1000, 1000, big, 1000, 1000]), &config);
+        assert_eq!(paths(&bins), vec![vec!["f0", "f1"], vec!["f3", "f4"]]);
+        // Unsorted input is planned in offset order.
+        let mut shuffled = files(&[1000, 1000, 1000]);
+        shuffled.reverse();
+        let bins = plan_partition(shuffled, &config);
+        assert_eq!(paths(&bins), vec![vec!["f0", "f1", "f2"]]);
+    }
+
+    #[test]
+    fn runs_pack_up_to_the_target_size() {
+        let config = CompactorConfig {
+            target_file_bytes: 10_000,
+            ..CompactorConfig::default()
+        };
+        // Eight files of 3,000 bytes (tier 0): bins of at most 10,000 bytes.
+        let bins = plan_partition(files(&[3000; 8]), &config);
+        assert_eq!(
+            paths(&bins),
+            vec![
+                vec!["f0", "f1", "f2"],
+                vec!["f3", "f4", "f5"],
+                vec!["f6", "f7"]
+            ]
+        );
+    }
 }
