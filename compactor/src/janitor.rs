@@ -109,9 +109,10 @@ pub async fn sweep_data(
                 continue;
             }
             let manifest = m.load_manifest(table.file_io()).await?;
-            // A file deleted in this manifest's snapshot is live in its parent, which may
-            // be retained: every entry counts.
-            for e in manifest.entries() {
+            // The live entries of a snapshot's manifests are exactly its files (a file a
+            // snapshot deleted is live in its parent, whose own manifests list it if that
+            // parent is retained).
+            for e in manifest.entries().iter().filter(|e| e.is_alive()) {
                 if let Some((_, p)) = objects.resolve_url(e.file_path()) {
                     keep.insert(p);
                 }

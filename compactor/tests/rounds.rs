@@ -675,3 +675,64 @@ async fn an_uncommitted_rewrite_is_discarded_and_a_committed_one_finished() {
     assert_eq!(table_offsets(&env, &ident, None).await, vec![0, 1, 2]);
     assert_eq!(env.table_rows(&ident).await, 3);
 }
+
+#[tokio::test]
+async fn replaced_files_are_deleted_once_no_retained_snapshot_lists_them() {
+    let mut env = env().await;
+    env.config.max_small_files = 1;
+    let topic = env.topic("sweep").await;
+    let ident = table_ident("kafka", "sweep").expect("ident");
+    for round in 0..4 {
+        let v = format!("v{round}");
+        env.produce(&topic, &[v.as_str(), "x"]).await;
+        env.round().run(&topic).await.expect("round");
+    }
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    let (old, _) = icestream_compactor::rewrite::live_files(&table)
+        .await
+        .expect("files");
+    assert_eq!(old.len(), 4);
+    assert_eq!(
+        env.round()
+            .rewrite(&topic)
+            .await
+            .expect("rewrite")
+            .files_out,
+        1
+    );
+    let exists = |url: String| {
+        let (store, path) = env.objects.resolve_url(&url).expect("url");
+        async move { store.head(&path).await.is_ok() }
+    };
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    // Older snapshots still list the replaced files: they stay.
+    let swept =
+        icestream_compactor::janitor::sweep_data(&env.objects, &table, std::time::Duration::ZERO)
+            .await
+            .expect("sweep");
+    assert_eq!(swept, 0);
+    for f in &old {
+        assert!(exists(f.path.clone()).await);
+    }
+    // Once only the newest snapshot is retained, they go; the table reads the same.
+    let table = icestream_catalog::commit::expire_snapshots(&env.catalog, &table, i64::MAX, 1)
+        .await
+        .expect("expire");
+    assert_eq!(table.metadata().snapshots().count(), 1);
+    let swept =
+        icestream_compactor::janitor::sweep_data(&env.objects, &table, std::time::Duration::ZERO)
+            .await
+            .expect("sweep");
+    assert_eq!(swept, 4);
+    for f in &old {
+        assert!(!exists(f.path.clone()).await, "{} was deleted", f.path);
+    }
+    let (live, _) = icestream_compactor::rewrite::live_files(&table)
+        .await
+        .expect("files");
+    assert!(exists(live[0].path.clone()).await);
+    assert_eq!(
+        table_offsets(&env, &ident, None).await,
+        (0..8).collect::<Vec<_>>()
+    );
+}

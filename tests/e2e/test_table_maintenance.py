@@ -100,18 +100,23 @@ def test_rewrites_keep_every_record_while_rounds_go_on(make_broker):
     "compactor.rewrite.after_swap",
 ])
 def test_crash_at_every_rewrite_step_neither_loses_nor_duplicates(tmp_path, point):
-    # Rounds every 100 ms; the first rewrite only after everything was produced.
-    settings = {**REWRITING, "table_rewrite_interval_ms": 6000}
+    # First many small files, with rewrites off; then a broker that aborts at the point.
+    settings = {**REWRITING, "table_rewrite_interval_ms": 3_600_000}
     broker = Broker(tmp_path / "broker", settings)
+    broker.start()
+    create_topic(broker.bootstrap, "exact", 2)
+    records = make_records(2_000, 2, seed=92)
+    acked = produce_in_rounds(broker, "exact", records, bursts=8)
+    assert len(acked) == len(records)
+    wait_for_rows(sql_catalog(broker), "exact", len(acked))
+    broker.stop()
+    # The first rewrite pass comes once the broker is up (and aborts it).
+    broker.settings["table_rewrite_interval_ms"] = 2000
     os.environ["ICESTREAM_TEST_FAILPOINT"] = point
     try:
         broker.start()
     finally:
         del os.environ["ICESTREAM_TEST_FAILPOINT"]
-    create_topic(broker.bootstrap, "exact", 2)
-    records = make_records(2_000, 2, seed=92)
-    acked = produce_in_rounds(broker, "exact", records, bursts=8)
-    assert len(acked) == len(records)
     broker.proc.wait(timeout=60)
     assert "failpoint " + point in broker.log()
     broker.settings["table_rewrite_interval_ms"] = 300
@@ -151,8 +156,8 @@ def test_large_offset_maps_live_in_a_file(make_broker):
     """With many partitions the next-offsets map leaves the snapshot summary for a file in
     metadata/, and rounds keep reading it: no record is lost or folded twice."""
     broker = make_broker({"compaction_interval_ms": 200})
-    create_topic(broker.bootstrap, "wide", 120)
-    records = make_records(1_200, 120, seed=93)
+    create_topic(broker.bootstrap, "wide", 200)
+    records = make_records(1_200, 200, seed=93)
     first, _ = produce(broker.bootstrap, "wide", records[:600])
     catalog = sql_catalog(broker)
     wait_for_rows(catalog, "wide", len(first))
