@@ -2,7 +2,6 @@
 at given round counts, measures the topic table as PyIceberg and DuckDB see it."""
 
 import argparse
-import glob
 import os
 import random
 import sys
@@ -10,10 +9,12 @@ import threading
 import time
 import urllib.request
 
-import duckdb
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pyiceberg.catalog.sql import SqlCatalog
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "e2e"))
+from tables import duck_connection  # noqa: E402
 
 TOPIC = "growth"
 TARGET_FILE_BYTES = 128 * 1024 * 1024
@@ -36,17 +37,6 @@ def du(path):
             except FileNotFoundError:
                 pass
     return total
-
-
-def duck():
-    site = os.path.dirname(os.path.dirname(duckdb.__file__))
-    con = duckdb.connect()
-    con.execute("SET autoinstall_known_extensions=false")
-    con.execute("SET autoload_known_extensions=false")
-    for ext in ["avro", "iceberg"]:
-        path = glob.glob(f"{site}/duckdb_extension_{ext}/extensions/*/{ext}.duckdb_extension")[0]
-        con.execute(f"LOAD '{path}'")
-    return con
 
 
 class Trickle:
@@ -134,7 +124,7 @@ def main():
     trickle.thread.start()
     catalog = SqlCatalog("icestream", uri=f"sqlite:///{a.data_dir}/catalog.db",
                          warehouse=f"file://{a.data_dir}/objects/warehouse")
-    con = duck()
+    con = duck_connection()
     print(f"growth: {a.partitions} partitions, {a.rate:.0f} records/s of ~300 B")
     print("| rounds | rows | data files | small files/partition (max) | manifests | snapshots | "
           "metadata.json | metadata bytes | data bytes | PyIceberg plan | DuckDB count(*) |")

@@ -15,29 +15,19 @@
 //! [`crate::janitor`]), so time travel and consumers mid-read keep working.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use futures::TryStreamExt;
-use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, PrimitiveLiteral, Struct};
+use iceberg::spec::{DataFile, Literal, PrimitiveLiteral};
 use iceberg::table::Table;
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{
-    DefaultFileNameGenerator, DefaultLocationGenerator,
-};
-use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::writer::IcebergWriter;
 use icestream_catalog::commit::FileChange;
 use icestream_catalog::table::{
     current_offsets_properties, has_commit, table_ident, FIELD_OFFSET, SUMMARY_COMMIT_ID,
 };
-use icestream_storage::meta::{IndexEntry, RewriteGroup, RewriteIntent, RoundFile, TopicMeta};
+use icestream_storage::meta::{RewriteGroup, RewriteIntent, RoundFile, TopicMeta};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
-use crate::round::{max_timestamp_ms, RoundContext};
+use crate::round::{round_file, RoundContext, TableWriter};
 use crate::{failpoint, metrics, CompactError, CompactorConfig};
 
 /// Files below this size are all in the smallest size tier.
@@ -237,15 +227,7 @@ impl RoundContext<'_> {
     ) -> Result<(), CompactError> {
         let created = self.meta.swap_rewritten(topic.id, groups).await?;
         failpoint("compactor.rewrite.after_swap");
-        if let Some(l) = self.listener {
-            let mut by_partition: BTreeMap<i32, Vec<IndexEntry>> = BTreeMap::new();
-            for (p, e) in created {
-                by_partition.entry(p).or_default().push(e);
-            }
-            for (p, entries) in by_partition {
-                l.on_swap(topic.id, p, &entries);
-            }
-        }
+        self.notify_swapped(topic, created);
         Ok(())
     }
 
@@ -364,34 +346,15 @@ impl RoundContext<'_> {
         plan: &[(i32, Vec<LiveFile>)],
         commit_id: &str,
     ) -> Result<(Vec<DataFile>, Vec<RewriteGroup>), CompactError> {
-        let metadata = table.metadata();
-        let schema = metadata.current_schema().clone();
-        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
-        let spec = metadata.default_partition_spec().as_ref().clone();
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(self.config.row_group_rows))
-            .build();
-        let builder = DataFileWriterBuilder::new(RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(props, schema.clone()),
-            self.config.target_file_bytes,
-            table.file_io().clone(),
-            DefaultLocationGenerator::new(metadata)?,
-            DefaultFileNameGenerator::new(
-                format!("{}-{}-r", &topic.id.simple().to_string()[..8], commit_id),
-                None,
-                DataFileFormat::Parquet,
-            ),
-        ));
+        let out = TableWriter::new(
+            table,
+            self.config,
+            format!("{}-{}-r", &topic.id.simple().to_string()[..8], commit_id),
+        )?;
         let mut data_files = Vec::new();
         let mut groups = Vec::new();
         for (p, bin) in plan {
-            let key = PartitionKey::new(
-                spec.clone(),
-                schema.clone(),
-                Struct::from_iter([Some(Literal::int(*p))]),
-            );
-            let mut writer = builder.build(Some(key)).await?;
+            let mut writer = out.partition(*p).await?;
             let mut rows = 0u64;
             let mut next = i64::MIN;
             for f in bin {
@@ -408,7 +371,7 @@ impl RoundContext<'_> {
                     .build()?;
                 while let Some(batch) = stream.try_next().await? {
                     let batch = arrow_array::RecordBatch::try_new(
-                        arrow_schema.clone(),
+                        out.arrow_schema.clone(),
                         batch.columns().to_vec(),
                     )?;
                     check_offsets(&batch, &mut next, &f.path)?;
@@ -424,23 +387,7 @@ impl RoundContext<'_> {
             }
             let mut added = Vec::new();
             for file in writer.close().await? {
-                let bound = |m: &HashMap<i32, iceberg::spec::Datum>| match m
-                    .get(&FIELD_OFFSET)
-                    .map(|d| d.literal())
-                {
-                    Some(PrimitiveLiteral::Long(v)) => Ok(*v),
-                    _ => Err(CompactError::Schema(
-                        "data file without offset bounds".into(),
-                    )),
-                };
-                added.push(RoundFile {
-                    partition: *p,
-                    file: file.file_path().to_string(),
-                    first_offset: bound(file.lower_bounds())?,
-                    last_offset: bound(file.upper_bounds())?,
-                    rows: file.record_count() as u32,
-                    max_timestamp: max_timestamp_ms(&file).unwrap_or(-1),
-                });
+                added.push(round_file(*p, &file, -1)?);
                 data_files.push(file);
             }
             groups.push(RewriteGroup {

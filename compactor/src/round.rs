@@ -83,6 +83,12 @@ impl RoundContext<'_> {
     async fn swap(&self, topic: &TopicMeta, files: &[RoundFile]) -> Result<(), CompactError> {
         let created = self.meta.swap_to_table(topic.id, files).await?;
         failpoint("compactor.after_swap");
+        self.notify_swapped(topic, created);
+        Ok(())
+    }
+
+    /// Tells the listener (the broker's read side) about new index entries.
+    pub(crate) fn notify_swapped(&self, topic: &TopicMeta, created: Vec<(i32, IndexEntry)>) {
         if let Some(l) = self.listener {
             let mut by_partition: BTreeMap<i32, Vec<IndexEntry>> = BTreeMap::new();
             for (p, e) in created {
@@ -92,7 +98,6 @@ impl RoundContext<'_> {
                 l.on_swap(topic.id, p, &entries);
             }
         }
-        Ok(())
     }
 
     pub(crate) async fn delete_files(&self, files: &[RoundFile]) {
@@ -230,26 +235,11 @@ impl RoundContext<'_> {
         plan: &[(i32, Vec<IndexEntry>)],
         commit_id: &str,
     ) -> Result<(Vec<DataFile>, Vec<RoundFile>, u64), CompactError> {
-        let metadata = table.metadata();
-        let schema = metadata.current_schema().clone();
-        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
-        let spec = metadata.default_partition_spec().as_ref().clone();
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(self.config.row_group_rows))
-            .build();
-        let rolling = RollingFileWriterBuilder::new(
-            ParquetWriterBuilder::new(props, schema.clone()),
-            self.config.target_file_bytes,
-            table.file_io().clone(),
-            DefaultLocationGenerator::new(metadata)?,
-            DefaultFileNameGenerator::new(
-                format!("{}-{}", &topic.id.simple().to_string()[..8], commit_id),
-                None,
-                DataFileFormat::Parquet,
-            ),
-        );
-        let builder = DataFileWriterBuilder::new(rolling);
+        let out = TableWriter::new(
+            table,
+            self.config,
+            format!("{}-{}", &topic.id.simple().to_string()[..8], commit_id),
+        )?;
         let mut data_files = Vec::new();
         let mut round_files = Vec::new();
         let mut total_rows = 0u64;
@@ -258,37 +248,16 @@ impl RoundContext<'_> {
             total_rows += rows.len() as u64;
             let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
             let batch = {
-                let schema = arrow_schema.clone();
+                let schema = out.arrow_schema.clone();
                 let p = *p;
                 tokio::task::spawn_blocking(move || rows_to_batch(&schema, p, &rows))
                     .await
                     .map_err(|e| CompactError::Schema(format!("batch task: {e}")))??
             };
-            let key = PartitionKey::new(
-                spec.clone(),
-                schema.clone(),
-                Struct::from_iter([Some(Literal::int(*p))]),
-            );
-            let mut writer = builder.build(Some(key)).await?;
+            let mut writer = out.partition(*p).await?;
             writer.write(batch).await?;
             for file in writer.close().await? {
-                let bound = |m: &HashMap<i32, iceberg::spec::Datum>| match m
-                    .get(&FIELD_OFFSET)
-                    .map(|d| d.literal())
-                {
-                    Some(PrimitiveLiteral::Long(v)) => Ok(*v),
-                    _ => Err(CompactError::Schema(
-                        "data file without offset bounds".into(),
-                    )),
-                };
-                round_files.push(RoundFile {
-                    partition: *p,
-                    file: file.file_path().to_string(),
-                    first_offset: bound(file.lower_bounds())?,
-                    last_offset: bound(file.upper_bounds())?,
-                    rows: file.record_count() as u32,
-                    max_timestamp: max_timestamp_ms(&file).unwrap_or(max_timestamp),
-                });
+                round_files.push(round_file(*p, &file, max_timestamp)?);
                 data_files.push(file);
             }
         }
@@ -347,6 +316,84 @@ impl RoundContext<'_> {
 }
 
 use futures::StreamExt as _;
+
+type Builder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+/// Writes a table's data files: zstd Parquet, rolling at `target_file_bytes`, named
+/// `<prefix>-<n>`, one writer per Kafka partition.
+pub(crate) struct TableWriter {
+    builder: Builder,
+    schema: iceberg::spec::SchemaRef,
+    spec: iceberg::spec::PartitionSpec,
+    /// The table schema as Arrow (field ids carried): batches written must have it.
+    pub(crate) arrow_schema: arrow_schema::SchemaRef,
+}
+
+impl TableWriter {
+    pub(crate) fn new(
+        table: &Table,
+        config: &CompactorConfig,
+        prefix: String,
+    ) -> Result<Self, CompactError> {
+        let metadata = table.metadata();
+        let schema = metadata.current_schema().clone();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(config.row_group_rows))
+            .build();
+        let builder = DataFileWriterBuilder::new(RollingFileWriterBuilder::new(
+            ParquetWriterBuilder::new(props, schema.clone()),
+            config.target_file_bytes,
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata)?,
+            DefaultFileNameGenerator::new(prefix, None, DataFileFormat::Parquet),
+        ));
+        Ok(Self {
+            builder,
+            arrow_schema: Arc::new(schema_to_arrow_schema(&schema)?),
+            spec: metadata.default_partition_spec().as_ref().clone(),
+            schema,
+        })
+    }
+
+    /// A writer of partition `p`'s files.
+    pub(crate) async fn partition(
+        &self,
+        p: i32,
+    ) -> Result<<Builder as IcebergWriterBuilder>::R, CompactError> {
+        let key = PartitionKey::new(
+            self.spec.clone(),
+            self.schema.clone(),
+            Struct::from_iter([Some(Literal::int(p))]),
+        );
+        Ok(self.builder.build(Some(key)).await?)
+    }
+}
+
+/// What the index needs of a data file of partition `p`: its offsets (from the column
+/// bounds), rows and largest timestamp (`fallback_timestamp` when it has no bound).
+pub(crate) fn round_file(
+    p: i32,
+    file: &DataFile,
+    fallback_timestamp: i64,
+) -> Result<RoundFile, CompactError> {
+    let bound =
+        |m: &HashMap<i32, iceberg::spec::Datum>| match m.get(&FIELD_OFFSET).map(|d| d.literal()) {
+            Some(PrimitiveLiteral::Long(v)) => Ok(*v),
+            _ => Err(CompactError::Schema(
+                "data file without offset bounds".into(),
+            )),
+        };
+    Ok(RoundFile {
+        partition: p,
+        file: file.file_path().to_string(),
+        first_offset: bound(file.lower_bounds())?,
+        last_offset: bound(file.upper_bounds())?,
+        rows: file.record_count() as u32,
+        max_timestamp: max_timestamp_ms(file).unwrap_or(fallback_timestamp),
+    })
+}
 
 /// The largest record timestamp (ms) of a data file, from its column bounds.
 pub(crate) fn max_timestamp_ms(file: &DataFile) -> Option<i64> {

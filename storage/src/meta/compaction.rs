@@ -134,77 +134,66 @@ impl MetaStore {
             .await
     }
 
-    pub async fn round_intent(&self, topic_id: Uuid) -> Result<Option<RoundIntent>> {
+    async fn get_json<T: for<'de> Deserialize<'de> + Send + 'static>(
+        &self,
+        key: Vec<u8>,
+        what: &'static str,
+    ) -> Result<Option<T>> {
         self.kv
             .read(|tx| {
+                let key = key.clone();
                 Box::pin(async move {
-                    tx.get(&intent_key(topic_id))
+                    tx.get(&key)
                         .await?
-                        .map(|v| decode_json(&v, "round intent"))
+                        .map(|v| decode_json(&v, what))
                         .transpose()
                 })
             })
             .await
     }
 
-    pub async fn set_round_intent(&self, topic_id: Uuid, intent: &RoundIntent) -> Result<()> {
-        let value = serde_json::to_vec(intent).unwrap_or_default();
+    /// Sets `key` to `value`, or clears it when `value` is `None`.
+    async fn put_json<T: Serialize>(&self, key: Vec<u8>, value: Option<&T>) -> Result<()> {
+        let value = value.map(|v| serde_json::to_vec(v).unwrap_or_default());
         self.kv
             .transact(|tx| {
-                let value = value.clone();
+                let (key, value) = (key.clone(), value.clone());
                 Box::pin(async move {
-                    tx.set(&intent_key(topic_id), &value);
+                    match value {
+                        Some(v) => tx.set(&key, &v),
+                        None => tx.clear(&key),
+                    }
                     Ok(())
                 })
             })
             .await
     }
 
+    pub async fn round_intent(&self, topic_id: Uuid) -> Result<Option<RoundIntent>> {
+        self.get_json(intent_key(topic_id), "round intent").await
+    }
+
+    pub async fn set_round_intent(&self, topic_id: Uuid, intent: &RoundIntent) -> Result<()> {
+        self.put_json(intent_key(topic_id), Some(intent)).await
+    }
+
     pub async fn clear_round_intent(&self, topic_id: Uuid) -> Result<()> {
-        self.kv
-            .transact(|tx| {
-                Box::pin(async move {
-                    tx.clear(&intent_key(topic_id));
-                    Ok(())
-                })
-            })
+        self.put_json::<RoundIntent>(intent_key(topic_id), None)
             .await
     }
 
     pub async fn rewrite_intent(&self, topic_id: Uuid) -> Result<Option<RewriteIntent>> {
-        self.kv
-            .read(|tx| {
-                Box::pin(async move {
-                    tx.get(&rewrite_intent_key(topic_id))
-                        .await?
-                        .map(|v| decode_json(&v, "rewrite intent"))
-                        .transpose()
-                })
-            })
+        self.get_json(rewrite_intent_key(topic_id), "rewrite intent")
             .await
     }
 
     pub async fn set_rewrite_intent(&self, topic_id: Uuid, intent: &RewriteIntent) -> Result<()> {
-        let value = serde_json::to_vec(intent).unwrap_or_default();
-        self.kv
-            .transact(|tx| {
-                let value = value.clone();
-                Box::pin(async move {
-                    tx.set(&rewrite_intent_key(topic_id), &value);
-                    Ok(())
-                })
-            })
+        self.put_json(rewrite_intent_key(topic_id), Some(intent))
             .await
     }
 
     pub async fn clear_rewrite_intent(&self, topic_id: Uuid) -> Result<()> {
-        self.kv
-            .transact(|tx| {
-                Box::pin(async move {
-                    tx.clear(&rewrite_intent_key(topic_id));
-                    Ok(())
-                })
-            })
+        self.put_json::<RewriteIntent>(rewrite_intent_key(topic_id), None)
             .await
     }
 
