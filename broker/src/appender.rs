@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use icestream_storage::batch::BatchHeader;
+use icestream_storage::batch::{control_type, BatchHeader, MARKER_COMMIT};
 use icestream_storage::meta::{
-    AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
-    UnitOutcome,
+    AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,
+    SegmentAppend, UnitOutcome,
 };
 use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
 use icestream_storage::{Clock, MetaError, MetaStore, Objects};
@@ -287,6 +287,14 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
                         epoch: header.producer_epoch,
                         first_sequence: header.base_sequence,
                         last_sequence: header.last_sequence(),
+                    }),
+                    transactional: header.is_transactional(),
+                    marker: header.is_control().then(|| {
+                        if control_type(bytes) == Some(MARKER_COMMIT) {
+                            Marker::Commit
+                        } else {
+                            Marker::Abort
+                        }
                     }),
                 });
                 if chunk.batch_count == 0 {

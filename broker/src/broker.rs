@@ -72,6 +72,7 @@ pub struct Broker {
     pub groups: Arc<crate::groups::Coordinator>,
     pub consumer_groups: Arc<crate::consumer_groups::ConsumerGroups>,
     pub cluster: Arc<crate::cluster::Cluster>,
+    pub transactions: Arc<crate::txn::Transactions>,
 }
 
 /// Background tasks to wait for at shutdown.
@@ -81,6 +82,7 @@ pub struct Tasks {
     pub refresh: Option<JoinHandle<()>>,
     pub group_timers: JoinHandle<()>,
     pub consumer_group_timers: JoinHandle<()>,
+    pub txn_timers: JoinHandle<()>,
     pub compactor: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -100,6 +102,7 @@ impl Broker {
         })?;
         let shutdown_for_groups = shutdown.clone();
         let shutdown_for_refresh = shutdown.clone();
+        let shutdown_for_txns = shutdown.clone();
         let kv = match components.kv {
             Some(kv) => kv,
             None => kv::open(&settings.metadata, &settings.data_dir).await?,
@@ -217,7 +220,21 @@ impl Broker {
         } else {
             None
         };
+        let transactions = Arc::new(crate::txn::Transactions::new(
+            meta.clone(),
+            appender.clone(),
+            cluster.clone(),
+            crate::txn::TxnConfig {
+                max_timeout_ms: settings.transaction_max_timeout_ms,
+                id_expiration_ms: settings.transactional_id_expiration_ms,
+                check_interval: std::time::Duration::from_millis(
+                    settings.transaction_check_interval_ms.max(10),
+                ),
+            },
+        ));
+        let txn_timers = tokio::spawn(transactions.clone().run_timers(shutdown_for_txns));
         let broker = Arc::new(Self {
+            transactions,
             cluster,
             groups,
             consumer_groups,
@@ -238,6 +255,7 @@ impl Broker {
                 refresh: refresh_task,
                 group_timers,
                 consumer_group_timers,
+                txn_timers,
                 compactor,
             },
         ))

@@ -73,6 +73,7 @@ pub fn validation(e: &ValidationError) -> ResponseError {
         | ValidationError::MissingKey { .. }
         | ValidationError::Empty
         | ValidationError::ProducerFields
+        | ValidationError::Control
         | ValidationError::Transactional => ResponseError::InvalidRecord,
     }
 }
@@ -91,5 +92,6 @@ pub fn outcome(o: &UnitOutcome) -> Option<ResponseError> {
         UnitOutcome::UnknownTopicOrPartition => Some(ResponseError::UnknownTopicOrPartition),
         UnitOutcome::OutOfOrderSequence => Some(ResponseError::OutOfOrderSequenceNumber),
         UnitOutcome::ProducerFenced => Some(ResponseError::InvalidProducerEpoch),
+        UnitOutcome::InvalidTxnState => Some(ResponseError::InvalidTxnState),
     }
 }

@@ -23,6 +23,7 @@ pub mod server;
 pub mod settings;
 pub mod supervisor;
 pub mod topics;
+pub mod txn;
 
 pub use broker::{Broker, Components};
 pub use server::Server;

@@ -57,6 +57,7 @@ pub enum ReadError {
 pub struct PartitionLog {
     high_watermark: AtomicI64,
     log_start: AtomicI64,
+    last_stable: AtomicI64,
     /// Recent index entries by last offset.
     entries: Mutex<BTreeMap<i64, IndexEntry>>,
 }
@@ -68,6 +69,23 @@ impl PartitionLog {
 
     pub fn log_start(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
+    }
+
+    /// The last stable offset: below it no transaction is undecided.
+    pub fn last_stable(&self) -> i64 {
+        self.last_stable
+            .load(Ordering::Acquire)
+            .min(self.high_watermark())
+    }
+
+    /// The offset reads stop at: the high watermark, or the last stable offset for
+    /// read_committed.
+    pub fn read_limit(&self, committed: bool) -> i64 {
+        if committed {
+            self.last_stable()
+        } else {
+            self.high_watermark()
+        }
     }
 
     fn lock_entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, IndexEntry>> {
@@ -98,6 +116,11 @@ pub struct ReadResult {
     pub bytes: usize,
     pub high_watermark: i64,
     pub log_start: i64,
+    pub last_stable: i64,
+    /// Offsets `..next` are covered by the batches.
+    pub next: i64,
+    /// Some batch is transactional (read_committed readers need the aborted ranges).
+    pub transactional: bool,
 }
 
 pub struct Log {
@@ -146,6 +169,7 @@ impl Log {
                 Arc::new(PartitionLog {
                     high_watermark: AtomicI64::new(state.high_watermark),
                     log_start: AtomicI64::new(state.log_start_offset),
+                    last_stable: AtomicI64::new(state.last_stable_offset()),
                     entries: Mutex::new(BTreeMap::new()),
                 })
             });
@@ -170,6 +194,8 @@ impl Log {
                     moved |= before < state.high_watermark;
                     p.log_start
                         .fetch_max(state.log_start_offset, Ordering::AcqRel);
+                    let lso = state.last_stable_offset();
+                    moved |= p.last_stable.fetch_max(lso, Ordering::AcqRel) < lso;
                 }
                 (Some(_), None) => {
                     // Deleted topic.
@@ -226,6 +252,8 @@ impl Log {
                 .fetch_max(result.high_watermark, Ordering::AcqRel);
             p.log_start
                 .fetch_max(result.log_start_offset, Ordering::AcqRel);
+            p.last_stable
+                .fetch_max(result.last_stable_offset, Ordering::AcqRel);
         }
         self.commits.send_modify(|n| *n += 1);
     }
@@ -338,6 +366,16 @@ impl Log {
                     })?;
                 let data = icestream_storage::records::encode_batches(&rows)
                     .map_err(|e| ReadError::Corrupt(format!("re-encoding rows of {file}: {e}")))?;
+                // Offsets at the end with no rows (markers, aborted transactions) are
+                // covered by an empty batch, so consumers move past them.
+                let covered = rows.last().map_or(from, |r| r.offset + 1).max(from);
+                let data = if covered <= to {
+                    let mut buf = BytesMut::from(data.as_ref());
+                    buf.extend_from_slice(&icestream_storage::records::encode_gap(covered, to));
+                    buf.freeze()
+                } else {
+                    data
+                };
                 self.data.insert(key, data.clone());
                 Ok((data, to + 1))
             }
@@ -386,19 +424,27 @@ impl Log {
     }
 
     /// Reads whole batches from `offset` on, up to `max_bytes` (the first batch is always
-    /// returned whole, as KIP-74 asks, so consumers make progress past large batches).
+    /// returned whole, as KIP-74 asks, so consumers make progress past large batches),
+    /// stopping at the last stable offset when `committed` (read_committed).
     pub async fn read(
         &self,
         topic_id: Uuid,
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        committed: bool,
     ) -> Result<ReadResult, ReadError> {
         let plog = self
             .partition(topic_id, partition)
             .await?
             .ok_or(ReadError::UnknownPartition)?;
         let high_watermark = plog.high_watermark();
+        let last_stable = plog.last_stable();
+        let limit = if committed {
+            last_stable
+        } else {
+            high_watermark
+        };
         let log_start = plog.log_start();
         if offset < log_start || offset > high_watermark {
             return Err(ReadError::OffsetOutOfRange {
@@ -412,10 +458,13 @@ impl Log {
             bytes: 0,
             high_watermark,
             log_start,
+            last_stable,
+            next: offset,
+            transactional: false,
         };
         let mut next = offset;
         let mut retried = false;
-        'entries: while next < high_watermark {
+        'entries: while next < limit {
             let Some(entry) = self.entry_for(topic_id, partition, &plog, next).await? else {
                 tracing::warn!(%topic_id, partition, offset = next, "no index entry for offset");
                 break;
@@ -444,16 +493,22 @@ impl Log {
                 if header.last_offset() < next {
                     continue;
                 }
+                if header.base_offset >= limit {
+                    break 'entries;
+                }
                 if result.bytes + batch.len() > max_bytes && !result.batches.is_empty() {
                     break 'entries;
                 }
                 result.bytes += batch.len();
+                result.transactional |= header.is_transactional();
+                result.next = header.last_offset() + 1;
                 result.batches.push(batch);
                 if result.bytes >= max_bytes {
                     break 'entries;
                 }
             }
             next = after;
+            result.next = result.next.max(next.min(limit));
         }
         Ok(result)
     }

@@ -146,3 +146,18 @@ pub fn gauge_add(g: &LazyLock<Option<IntGauge>>, v: i64) {
         g.add(v);
     }
 }
+counter!(
+    TXN_COMMITS,
+    "icestream_transactions_committed_total",
+    "transactions committed (markers written, offsets moved)"
+);
+counter!(
+    TXN_ABORTS,
+    "icestream_transactions_aborted_total",
+    "transactions aborted, by the producer, a new instance or a timeout"
+);
+counter!(
+    TXN_TIMEOUTS,
+    "icestream_transactions_timed_out_total",
+    "transactions the coordinator aborted because they outlived their timeout"
+);

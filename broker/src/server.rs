@@ -70,6 +70,7 @@ impl Server {
         );
         supervisor.task("group timers", tasks.group_timers);
         supervisor.task("consumer group timers", tasks.consumer_group_timers);
+        supervisor.task("transaction timers", tasks.txn_timers);
         if let Some(refresh) = tasks.refresh {
             supervisor.task("metadata refresh", refresh);
         }

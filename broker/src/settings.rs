@@ -138,6 +138,16 @@ pub struct Settings {
     /// `group.consumer.session.timeout.ms`.
     pub group_consumer_heartbeat_interval_ms: i32,
     pub group_consumer_session_timeout_ms: u64,
+
+    /// Kafka's `transaction.max.timeout.ms`: the longest transaction timeout a producer may
+    /// ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// Kafka's `transactional.id.expiration.ms`: transactional ids idle this long are
+    /// forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// How often the transaction coordinator looks for timed-out transactions
+    /// (Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_check_interval_ms: u64,
 }
 
 /// Every key of [`Settings`] (checked against serde's view by a test).
@@ -186,6 +196,9 @@ pub const KEYS: &[&str] = &[
     "offsets_retention_minutes",
     "group_consumer_heartbeat_interval_ms",
     "group_consumer_session_timeout_ms",
+    "transaction_max_timeout_ms",
+    "transactional_id_expiration_ms",
+    "transaction_check_interval_ms",
 ];
 
 impl Default for Settings {
@@ -235,6 +248,9 @@ impl Default for Settings {
             offsets_retention_minutes: 7 * 24 * 60,
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_session_timeout_ms: 45_000,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
+            transaction_check_interval_ms: 1000,
         }
     }
 }

@@ -29,7 +29,9 @@ use icestream_catalog::table::{
     SUMMARY_COMMIT_ID,
 };
 use icestream_storage::batch::batches;
-use icestream_storage::meta::{IndexEntry, Location, RoundFile, RoundIntent, TopicMeta};
+use icestream_storage::meta::{
+    AbortedTxn, IndexEntry, Location, RoundFile, RoundIntent, TopicMeta,
+};
 use icestream_storage::records::{decode_batch, Row};
 use icestream_storage::segment::segment_key;
 use icestream_storage::{MetaStore, Objects};
@@ -137,12 +139,18 @@ impl RoundContext<'_> {
             };
             let start = committed.get(&p).copied().unwrap_or(0).max(0);
             lag += (state.high_watermark - start).max(0);
-            if start >= state.high_watermark || budget == 0 {
+            // Only decided offsets are folded: the table never holds a record of a
+            // transaction that may still abort.
+            let stable = state.last_stable_offset();
+            if start >= stable || budget == 0 {
                 continue;
             }
             let entries = self.meta.index_entries(topic.id, p, start, 4096).await?;
             let mut chosen = Vec::new();
             for e in entries {
+                if e.last_offset >= stable {
+                    break;
+                }
                 if e.base_offset < start || !matches!(e.location, Location::Wal { .. }) {
                     // Already compacted, or an entry a retention trim cut into.
                     continue;
@@ -244,7 +252,7 @@ impl RoundContext<'_> {
         let mut round_files = Vec::new();
         let mut total_rows = 0u64;
         for (p, entries) in plan {
-            let rows = self.read_rows(entries).await?;
+            let rows = self.read_rows(topic.id, *p, entries).await?;
             total_rows += rows.len() as u64;
             let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
             let batch = {
@@ -264,8 +272,22 @@ impl RoundContext<'_> {
         Ok((data_files, round_files, total_rows))
     }
 
-    /// The records of WAL index entries, in offset order.
-    async fn read_rows(&self, entries: &[IndexEntry]) -> Result<Vec<Row>, CompactError> {
+    /// The records of WAL index entries of a partition, in offset order, without control
+    /// batches and without the records of aborted transactions.
+    async fn read_rows(
+        &self,
+        topic_id: uuid::Uuid,
+        partition: i32,
+        entries: &[IndexEntry],
+    ) -> Result<Vec<Row>, CompactError> {
+        let aborted = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => {
+                self.meta
+                    .aborted_txns(topic_id, partition, first.base_offset, last.last_offset, 0)
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         // One ranged GET per segment for all its entries.
         let mut by_segment: BTreeMap<uuid::Uuid, Vec<(usize, std::ops::Range<u64>)>> =
             BTreeMap::new();
@@ -306,7 +328,7 @@ impl RoundContext<'_> {
         tokio::task::spawn_blocking(move || {
             let mut rows = Vec::new();
             for (e, bytes) in entries.iter().zip(&data) {
-                rows.extend(entry_rows(e, bytes));
+                rows.extend(entry_rows(e, bytes, &aborted));
             }
             Ok(rows)
         })
@@ -411,8 +433,10 @@ pub(crate) fn max_timestamp_ms(file: &DataFile) -> Option<i64> {
 /// that cannot be decoded is quarantined (counted, logged with its segment and offsets,
 /// left out of the table) and its offsets still count as folded, so one bad batch never
 /// fails the round or stalls the topic; rows outside the entry's offsets or out of order
-/// (a batch whose header disagreed with its records) are dropped.
-pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes) -> Vec<Row> {
+/// (a batch whose header disagreed with its records) are dropped. Batches of aborted
+/// transactions (`aborted`, the partition's aborted ranges) are left out, like control
+/// batches.
+pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes, aborted: &[AbortedTxn]) -> Vec<Row> {
     let segment = match e.location {
         Location::Wal { segment, .. } => segment.to_string(),
         _ => String::new(),
@@ -438,6 +462,11 @@ pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes) -> Vec<Row> {
         let end = offset
             .saturating_add(header.offset_span())
             .min(e.next_offset());
+        if header.is_transactional() && aborted.iter().any(|a| a.covers(header.producer_id, offset))
+        {
+            offset = end;
+            continue;
+        }
         match decode_batch(&batch, offset) {
             Ok(decoded) => {
                 let before = decoded.len();

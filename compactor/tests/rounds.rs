@@ -10,9 +10,12 @@ use icestream_catalog::commit::{commit_files, FileChange, ManifestMerge};
 use icestream_catalog::connect;
 use icestream_catalog::table::{committed_offsets, table_ident, SUMMARY_OFFSETS};
 use icestream_compactor::{Compactor, CompactorConfig, RoundContext};
+use icestream_storage::batch::{
+    control_type, encode_marker, BatchHeader, MARKER_ABORT, MARKER_COMMIT,
+};
 use icestream_storage::meta::{
-    AppendBatch, AppendUnit, Location, PartitionAppend, RoundFile, RoundIntent, SegmentAppend,
-    TopicMeta,
+    AppendBatch, AppendUnit, Location, Marker, PartitionAppend, ProducerBatch, RoundFile,
+    RoundIntent, SegmentAppend, TopicMeta, TxnEffects, TxnPartition, TxnRecord, TxnState,
 };
 use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
 use icestream_storage::{kv::embedded::EmbeddedKv, Clock, MetaStore, Objects, SystemClock};
@@ -23,21 +26,27 @@ use object_store::ObjectStoreExt;
 
 /// One v2 batch of `values` (offsets from 0, timestamps from now).
 fn encode(values: &[&str], compression: Compression) -> Bytes {
+    encode_as(values, compression, None)
+}
+
+/// One v2 batch of `values`, transactional for `(producer id, epoch, first sequence)`.
+fn encode_as(values: &[&str], compression: Compression, txn: Option<(i64, i16, i32)>) -> Bytes {
     let now = SystemClock.now_ms();
+    let (producer_id, producer_epoch, first) = txn.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional: txn.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // One batch for all records: the encoder splits when offset - sequence changes.
-            sequence: i as i32 - 1,
+            sequence: first + i as i32,
             timestamp: now + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
@@ -132,6 +141,7 @@ impl Env {
     /// and commits it, as the broker's appender does after validation.
     async fn produce_batch(&self, topic: &TopicMeta, batch: Bytes, offset_span: u32) {
         let now = SystemClock.now_ms();
+        let parsed = BatchHeader::parse(&batch).expect("batch header");
         let header = encode_header();
         let position = header.len() as u64;
         let chunk = ChunkInfo {
@@ -172,7 +182,20 @@ impl Env {
                                 length: batch.len() as u32,
                                 offset_span,
                                 max_timestamp: now,
-                                producer: None,
+                                producer: parsed.has_producer_id().then_some(ProducerBatch {
+                                    producer_id: parsed.producer_id,
+                                    epoch: parsed.producer_epoch,
+                                    first_sequence: parsed.base_sequence,
+                                    last_sequence: parsed.last_sequence(),
+                                }),
+                                transactional: parsed.is_transactional(),
+                                marker: parsed.is_control().then(|| {
+                                    if control_type(&batch) == Some(MARKER_COMMIT) {
+                                        Marker::Commit
+                                    } else {
+                                        Marker::Abort
+                                    }
+                                }),
                             }],
                         }],
                     }],
@@ -735,4 +758,134 @@ async fn replaced_files_are_deleted_once_no_retained_snapshot_lists_them() {
         table_offsets(&env, &ident, None).await,
         (0..8).collect::<Vec<_>>()
     );
+}
+
+/// Registers partition 0 of `topic` in an ongoing transaction of a new producer, as
+/// AddPartitionsToTxn does; returns the producer id.
+async fn begin_txn(env: &Env, topic: &TopicMeta, tid: &str) -> i64 {
+    let pid = env.meta.allocate_producer_id().await.expect("pid");
+    let mut record = TxnRecord::new(tid, pid, 60_000, SystemClock.now_ms());
+    record.state = TxnState::Ongoing;
+    record.partitions.push(TxnPartition {
+        topic_id: topic.id,
+        topic: topic.name.clone(),
+        partition: 0,
+    });
+    let effects = TxnEffects {
+        register: vec![(topic.id, 0)],
+        finish_offsets: None,
+    };
+    assert!(env
+        .meta
+        .replace_txn(None, Some(&record), effects)
+        .await
+        .expect("txn"));
+    pid
+}
+
+async fn table_values(env: &Env, ident: &TableIdent) -> Vec<(i64, String)> {
+    use futures::TryStreamExt;
+    let table = env.catalog.load_table(ident).await.expect("table");
+    let batches: Vec<_> = table
+        .scan()
+        .build()
+        .expect("scan")
+        .to_arrow()
+        .await
+        .expect("arrow")
+        .try_collect()
+        .await
+        .expect("batches");
+    let mut out = Vec::new();
+    for b in &batches {
+        let offsets = b
+            .column_by_name("offset")
+            .expect("offset")
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .expect("i64");
+        let values = b.column_by_name("value").expect("value").as_any();
+        for i in 0..b.num_rows() {
+            let value = match values.downcast_ref::<arrow_array::LargeBinaryArray>() {
+                Some(v) => v.value(i),
+                None => values
+                    .downcast_ref::<arrow_array::BinaryArray>()
+                    .expect("binary")
+                    .value(i),
+            };
+            out.push((
+                offsets.value(i),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The table holds exactly the committed records: folds stop at the last stable offset
+/// (an open transaction holds back everything after its first record) and leave out
+/// aborted transactions and markers; the committed offsets cover them all.
+#[tokio::test]
+async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
+    let env = env().await;
+    let topic = env.topic("txns").await;
+    let ident = table_ident("kafka", "txns").expect("ident");
+    let now = SystemClock.now_ms();
+    env.produce(&topic, &["plain-0"]).await; // 0
+    let aborted = begin_txn(&env, &topic, "a").await;
+    let batch = encode_as(
+        &["gone-1", "gone-2"],
+        Compression::None,
+        Some((aborted, 0, 0)),
+    );
+    env.produce_batch(&topic, batch, 2).await; // 1, 2
+    let committed = begin_txn(&env, &topic, "c").await;
+    let batch = encode_as(&["kept-3"], Compression::Zstd, Some((committed, 0, 0)));
+    env.produce_batch(&topic, batch, 1).await; // 3
+    env.produce_batch(&topic, encode_marker(aborted, 0, MARKER_ABORT, 0, now), 1)
+        .await; // 4
+    env.produce_batch(
+        &topic,
+        encode_marker(committed, 0, MARKER_COMMIT, 0, now),
+        1,
+    )
+    .await; // 5
+    env.produce(&topic, &["plain-6"]).await; // 6
+    let open = begin_txn(&env, &topic, "o").await;
+    let batch = encode_as(&["open-7"], Compression::None, Some((open, 0, 0)));
+    env.produce_batch(&topic, batch, 1).await; // 7
+    env.produce(&topic, &["plain-8"]).await; // 8
+    let state = env
+        .meta
+        .partition_state(topic.id, 0)
+        .await
+        .expect("state")
+        .expect("partition");
+    assert_eq!((state.high_watermark, state.last_stable_offset()), (9, 7));
+
+    env.round().run(&topic).await.expect("round");
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    assert_eq!(committed_offsets(&table).await.expect("offsets")[&0], 7);
+    assert_eq!(
+        table_values(&env, &ident).await,
+        vec![
+            (0, "plain-0".to_string()),
+            (3, "kept-3".to_string()),
+            (6, "plain-6".to_string())
+        ]
+    );
+
+    // The open transaction commits: the rest is folded.
+    env.produce_batch(&topic, encode_marker(open, 0, MARKER_COMMIT, 0, now), 1)
+        .await; // 9
+    env.round().run(&topic).await.expect("round");
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    assert_eq!(committed_offsets(&table).await.expect("offsets")[&0], 10);
+    let values: Vec<i64> = table_values(&env, &ident)
+        .await
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(values, vec![0, 3, 6, 7, 8]);
 }

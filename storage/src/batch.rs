@@ -285,6 +285,82 @@ pub fn patch_offsets(
     Ok(next)
 }
 
+/// Control record type of a commit marker (an abort marker's is 0).
+pub const MARKER_COMMIT: i16 = 1;
+pub const MARKER_ABORT: i16 = 0;
+
+/// Encodes a transaction marker as Kafka writes it: a transactional control batch of one
+/// record whose key is `(version 0, type)` and value `(version 0, coordinator epoch)`,
+/// base offset 0 (offsets are assigned when it is indexed).
+pub fn encode_marker(
+    producer_id: i64,
+    epoch: i16,
+    marker_type: i16,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> bytes::Bytes {
+    use bytes::BufMut;
+    let mut b = bytes::BytesMut::with_capacity(BATCH_HEADER_LEN + 17);
+    b.put_i64(0); // base offset
+    b.put_i32(0); // batch length, set below
+    b.put_i32(0); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, set below
+    b.put_i16(ATTR_TRANSACTIONAL | ATTR_CONTROL);
+    b.put_i32(0); // last offset delta
+    b.put_i64(timestamp);
+    b.put_i64(timestamp);
+    b.put_i64(producer_id);
+    b.put_i16(epoch);
+    b.put_i32(-1); // base sequence
+    b.put_i32(1); // records
+                  // One record of 16 bytes (zig-zag varint 16 = 0x20): attributes, timestamp delta,
+                  // offset delta, key length 4, key, value length 6, value, no headers.
+    b.put_slice(&[0x20, 0, 0, 0, 0x08]);
+    b.put_i16(0);
+    b.put_i16(marker_type);
+    b.put_u8(0x0c);
+    b.put_i16(0);
+    b.put_i32(coordinator_epoch);
+    b.put_u8(0);
+    let len = (b.len() - LOG_OVERHEAD) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// The control record type of a control batch (its first record's key), if it is one and
+/// its first record can be read.
+pub fn control_type(batch: &[u8]) -> Option<i16> {
+    fn varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let byte = *buf.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        None
+    }
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != 0 || header.record_count < 1 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_LEN;
+    varint(batch, &mut at)?; // record length
+    at += 1; // attributes
+    varint(batch, &mut at)?; // timestamp delta
+    varint(batch, &mut at)?; // offset delta
+    if varint(batch, &mut at)? < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -295,6 +371,31 @@ pub(crate) mod tests {
         TimestampType,
     };
     use proptest::prelude::*;
+
+    #[test]
+    fn markers_decode_as_kafka_control_batches() {
+        for kind in [MARKER_COMMIT, MARKER_ABORT] {
+            let m = encode_marker(4242, 3, kind, 0, 1_700_000_000_000);
+            let header = BatchHeader::parse(&m).expect("header");
+            header.validate(&m).expect("crc");
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.offset_span()
+                ),
+                (4242, 3, 1)
+            );
+            assert_eq!(control_type(&m), Some(kind));
+            let mut buf = m.clone();
+            let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+            let r = &set.records[0];
+            assert!(r.control && r.transactional);
+            let key = r.key.as_ref().expect("key");
+            assert_eq!(i16::from_be_bytes([key[2], key[3]]), kind);
+        }
+    }
 
     pub(crate) fn record(offset: i64, value: &[u8]) -> Record {
         Record {

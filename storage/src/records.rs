@@ -235,10 +235,52 @@ fn encode_with_headers(out: &mut BytesMut, rows: &[Row]) -> Result<(), RecordsEr
     Ok(())
 }
 
+/// An empty v2 batch (no records) spanning offsets `base_offset..=last_offset`, as Kafka's
+/// log compaction leaves behind: consumers move their position past it. Served where
+/// offsets have no rows in the table (control batches, aborted transactions) at the end
+/// of a read, so a consumer reaches the high watermark instead of re-fetching the gap.
+pub fn encode_gap(base_offset: i64, last_offset: i64) -> Bytes {
+    use bytes::BufMut;
+    let mut tail = BytesMut::with_capacity(40);
+    tail.put_i16(0); // attributes
+    tail.put_i32((last_offset - base_offset).clamp(0, i64::from(i32::MAX)) as i32);
+    tail.put_i64(-1); // base timestamp
+    tail.put_i64(-1); // max timestamp
+    tail.put_i64(-1); // producer id
+    tail.put_i16(-1); // producer epoch
+    tail.put_i32(-1); // base sequence
+    tail.put_i32(0); // records
+    let crc = crc32c::crc32c(&tail);
+    let mut out = BytesMut::with_capacity(61);
+    out.put_i64(base_offset);
+    out.put_i32((4 + 1 + 4 + tail.len()) as i32);
+    out.put_i32(0); // partition leader epoch
+    out.put_i8(2);
+    out.put_u32(crc);
+    out.extend_from_slice(&tail);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::tests::{encode, record};
+
+    #[test]
+    fn gaps_are_valid_empty_batches() {
+        let gap = encode_gap(10, 14);
+        let header = crate::batch::BatchHeader::parse(&gap).expect("header");
+        header.validate(&gap).expect("crc");
+        assert_eq!(
+            (
+                header.base_offset,
+                header.last_offset(),
+                header.record_count
+            ),
+            (10, 14, 0)
+        );
+        assert!(decode_batch(&gap, 10).expect("decode").is_empty());
+    }
     use proptest::prelude::*;
 
     #[test]

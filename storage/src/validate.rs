@@ -47,7 +47,9 @@ pub enum ValidationError {
     LogAppendTimeFromProducer,
     #[error("idempotent batch without a valid epoch or sequence")]
     ProducerFields,
-    #[error("transactional and control batches are not supported yet")]
+    #[error("control batches are written by transaction coordinators, not by producers")]
+    Control,
+    #[error("transactional batch without a producer id")]
     Transactional,
 }
 
@@ -71,8 +73,6 @@ pub struct Policy {
     pub require_keys: bool,
     /// The broker stamps the batch (`message.timestamp.type=LogAppendTime`).
     pub log_append_time: bool,
-    /// Transactional and control batches are accepted (their semantics are the caller's).
-    pub allow_transactional: bool,
 }
 
 /// What the records of a valid batch say.
@@ -96,7 +96,10 @@ pub fn validate(
     if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
         return Err(ValidationError::ProducerFields);
     }
-    if !policy.allow_transactional && (header.is_transactional() || header.is_control()) {
+    if header.is_control() {
+        return Err(ValidationError::Control);
+    }
+    if header.is_transactional() && !header.has_producer_id() {
         return Err(ValidationError::Transactional);
     }
     let body = &batch[BATCH_HEADER_LEN..];

@@ -36,6 +36,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 0, 4),
+    (ApiKey::EndTxn, 0, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 0, 5),
+    (ApiKey::DescribeTransactions, 0, 0, 0),
+    (ApiKey::ListTransactions, 0, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0, 0),
 ];
 
 /// The versions of `api` icestream decodes, if it serves it at all.

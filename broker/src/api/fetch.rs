@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
@@ -72,6 +74,9 @@ async fn read_all(
     };
     let mut total = 0usize;
     let mut any_error = false;
+    // isolation_level 1 = READ_COMMITTED (v4+): records up to the last stable offset, with
+    // the aborted transactions among them.
+    let committed = ctx.version >= 4 && req.isolation_level == 1;
     let mut responses = Vec::with_capacity(req.topics.len());
     for topic in &req.topics {
         let resolved = if ctx.version >= 13 {
@@ -112,7 +117,7 @@ async fn read_all(
                     if let Ok(Some(s)) = broker.log.partition(t.id, p.partition).await {
                         d = d
                             .with_high_watermark(s.high_watermark())
-                            .with_last_stable_offset(s.high_watermark())
+                            .with_last_stable_offset(s.last_stable())
                             .with_log_start_offset(s.log_start());
                     }
                     d
@@ -121,17 +126,31 @@ async fn read_all(
                     let max = (p.partition_max_bytes.max(0) as usize).min(budget);
                     match broker
                         .log
-                        .read(t.id, p.partition, p.fetch_offset, max.max(1))
+                        .read(t.id, p.partition, p.fetch_offset, max.max(1), committed)
                         .await
                     {
                         Ok(r) => {
-                            let records = concat(r.batches, r.bytes);
-                            total += r.bytes;
-                            budget = budget.saturating_sub(r.bytes);
-                            base.with_high_watermark(r.high_watermark)
-                                .with_last_stable_offset(r.high_watermark)
-                                .with_log_start_offset(r.log_start)
-                                .with_records(Some(records))
+                            let aborted = if committed {
+                                aborted_in(broker, t.id, p.partition, p.fetch_offset, &r).await
+                            } else {
+                                Ok(None)
+                            };
+                            match aborted {
+                                Ok(aborted) => {
+                                    let records = concat(r.batches, r.bytes);
+                                    total += r.bytes;
+                                    budget = budget.saturating_sub(r.bytes);
+                                    base.with_high_watermark(r.high_watermark)
+                                        .with_last_stable_offset(r.last_stable)
+                                        .with_log_start_offset(r.log_start)
+                                        .with_aborted_transactions(aborted)
+                                        .with_records(Some(records))
+                                }
+                                Err(e) => {
+                                    any_error = true;
+                                    base.with_error_code(errors::meta_retriable(&e).code())
+                                }
+                            }
                         }
                         Err(e) => {
                             any_error = true;
@@ -142,7 +161,7 @@ async fn read_all(
                             if let Some(s) = state {
                                 d = d
                                     .with_high_watermark(s.high_watermark())
-                                    .with_last_stable_offset(s.high_watermark())
+                                    .with_last_stable_offset(s.last_stable())
                                     .with_log_start_offset(s.log_start());
                             }
                             d
@@ -171,6 +190,37 @@ async fn read_all(
         any_error,
     )
 }
+
+/// Aborted transactions overlapping the fetched batches, for a read_committed consumer
+/// to drop their records. Only asked of the metadata store when a batch is transactional.
+async fn aborted_in(
+    broker: &Broker,
+    topic_id: uuid::Uuid,
+    partition: i32,
+    from: i64,
+    read: &crate::log::ReadResult,
+) -> Result<Option<Vec<AbortedTransaction>>, icestream_storage::MetaError> {
+    if !read.transactional {
+        return Ok(Some(Vec::new()));
+    }
+    let aborted = broker
+        .meta
+        .aborted_txns(topic_id, partition, from, read.next - 1, ABORTED_SCAN)
+        .await?;
+    Ok(Some(
+        aborted
+            .into_iter()
+            .map(|a| {
+                AbortedTransaction::default()
+                    .with_producer_id(ProducerId(a.producer_id))
+                    .with_first_offset(a.first_offset)
+            })
+            .collect(),
+    ))
+}
+
+/// Abort markers examined per read_committed partition fetch.
+const ABORTED_SCAN: usize = 1000;
 
 /// Fetch v11+ carries the consumer's rack (`client.rack`).
 fn preferred(

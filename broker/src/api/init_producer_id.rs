@@ -1,5 +1,5 @@
 //! InitProducerId: producer ids and epochs for idempotent producers (and epoch bumps,
-//! KIP-360), and stable ids with fencing for transactional ids.
+//! KIP-360); for transactional ids, the transaction coordinator's producer with fencing.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -8,17 +8,25 @@ use crate::errors;
 
 pub async fn handle(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let current = (req.producer_id.0 >= 0).then_some((req.producer_id.0, req.producer_epoch));
-    let tid = req.transactional_id.as_ref().map(|t| t.0.as_str());
-    match broker.meta.init_producer_id(tid, current).await {
+    let result = match req.transactional_id.as_ref() {
+        Some(tid) => {
+            broker
+                .transactions
+                .init_producer_id(tid, req.transaction_timeout_ms, current)
+                .await
+        }
+        None => broker.meta.init_producer_id(current).await.map_err(|e| {
+            tracing::warn!(error = %e, "init producer id failed");
+            errors::meta_retriable(&e)
+        }),
+    };
+    match result {
         Ok((id, epoch)) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),
-        Err(e) => {
-            tracing::warn!(error = %e, "init producer id failed");
-            InitProducerIdResponse::default()
-                .with_error_code(errors::meta_retriable(&e).code())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-        }
+        Err(code) => InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
     }
 }

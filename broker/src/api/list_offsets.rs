@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local"), latest (-1), max timestamp (-3),
-//! and by timestamp (the first offset whose record timestamp is >= T, exactly).
+//! and by timestamp (the first offset whose record timestamp is >= T, exactly). Under
+//! read_committed (v2+), latest is the last stable offset.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -22,6 +23,7 @@ pub async fn handle(
     ctx: &Context,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let committed = ctx.version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let resolved = broker.topics.get(&topic.name.0).await;
@@ -34,17 +36,19 @@ pub async fn handle(
             let r = match &resolved {
                 Err(e) => base.with_error_code(errors::meta_retriable(e).code()),
                 Ok(None) => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Ok(Some(t)) => match lookup(broker, t.id, p.partition_index, p.timestamp).await {
-                    Ok(Some((offset, timestamp))) => {
-                        let mut r = base.with_offset(offset).with_timestamp(timestamp);
-                        if ctx.version >= 4 {
-                            r = r.with_leader_epoch(LEADER_EPOCH);
+                Ok(Some(t)) => {
+                    match lookup(broker, t.id, p.partition_index, p.timestamp, committed).await {
+                        Ok(Some((offset, timestamp))) => {
+                            let mut r = base.with_offset(offset).with_timestamp(timestamp);
+                            if ctx.version >= 4 {
+                                r = r.with_leader_epoch(LEADER_EPOCH);
+                            }
+                            r
                         }
-                        r
+                        Ok(None) => base,
+                        Err(code) => base.with_error_code(code.code()),
                     }
-                    Ok(None) => base,
-                    Err(code) => base.with_error_code(code.code()),
-                },
+                }
             };
             partitions.push(r);
         }
@@ -62,6 +66,7 @@ async fn lookup(
     topic_id: uuid::Uuid,
     partition: i32,
     timestamp: i64,
+    committed: bool,
 ) -> Result<Option<(i64, i64)>, ResponseError> {
     let plog = broker
         .log
@@ -70,7 +75,7 @@ async fn lookup(
         .map_err(|e| errors::meta_retriable(&e))?
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
     let result = match timestamp {
-        LATEST => Ok(Some((plog.high_watermark(), -1))),
+        LATEST => Ok(Some((plog.read_limit(committed), -1))),
         EARLIEST | EARLIEST_LOCAL => Ok(Some((plog.log_start(), -1))),
         MAX_TIMESTAMP => broker.log.max_timestamp_offset(topic_id, partition).await,
         t if t >= 0 => {

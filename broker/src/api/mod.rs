@@ -1,6 +1,8 @@
 //! Request dispatch: header peeking, version checks, decoding with `kafka-protocol`, one
 //! module per Kafka API, and response encoding.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -12,6 +14,9 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -20,6 +25,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -27,6 +33,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -215,6 +222,27 @@ pub async fn dispatch(
         }),
         RequestKind::IncrementalAlterConfigs(req) => respond(ctx.clone(), async move {
             ResponseKind::IncrementalAlterConfigs(alter_configs::incremental(&b, req).await)
+        }),
+        RequestKind::AddPartitionsToTxn(req) => respond(ctx.clone(), async move {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::AddOffsetsToTxn(req) => respond(ctx.clone(), async move {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&b, req).await)
+        }),
+        RequestKind::TxnOffsetCommit(req) => respond(ctx.clone(), async move {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::EndTxn(req) => respond(ctx.clone(), async move {
+            ResponseKind::EndTxn(end_txn::handle(&b, req).await)
+        }),
+        RequestKind::DescribeTransactions(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(&b, req).await)
+        }),
+        RequestKind::ListTransactions(req) => respond(ctx.clone(), async move {
+            ResponseKind::ListTransactions(list_transactions::handle(&b, req).await)
+        }),
+        RequestKind::DescribeProducers(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeProducers(describe_producers::handle(&b, req).await)
         }),
         RequestKind::AlterConfigs(req) => respond(ctx.clone(), async move {
             ResponseKind::AlterConfigs(alter_configs::alter(&b, req).await)

@@ -14,27 +14,43 @@ type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
 use crate::errors;
 
 /// Kafka's `offset.metadata.max.bytes`.
-const MAX_METADATA: usize = 4096;
+pub(super) const MAX_METADATA: usize = 4096;
+
+/// Whether this broker coordinates the group and the member may commit for it (classic
+/// groups: its generation; KIP-848 groups: its member epoch).
+pub(super) async fn check_member(
+    broker: &Broker,
+    group: &str,
+    member_id: &str,
+    generation: i32,
+) -> Result<(), ResponseError> {
+    if let Some(e) = super::not_coordinator(broker, group).await {
+        return Err(e);
+    }
+    match broker
+        .consumer_groups
+        .check_commit(group, member_id, generation)
+        .await
+    {
+        Some(result) => result,
+        None => {
+            broker
+                .groups
+                .check_commit(group, generation, member_id)
+                .await
+        }
+    }
+}
 
 pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
-    let check = if let Some(e) = super::not_coordinator(broker, &group).await {
-        Err(e)
-    } else {
-        match broker
-            .consumer_groups
-            .check_commit(&group, &req.member_id, req.generation_id_or_member_epoch)
-            .await
-        {
-            Some(result) => result,
-            None => {
-                broker
-                    .groups
-                    .check_commit(&group, req.generation_id_or_member_epoch, &req.member_id)
-                    .await
-            }
-        }
-    };
+    let check = check_member(
+        broker,
+        &group,
+        &req.member_id,
+        req.generation_id_or_member_epoch,
+    )
+    .await;
     let now = broker.meta.now_ms();
     let mut to_store = Vec::new();
     // (topic name, [(partition, error)])

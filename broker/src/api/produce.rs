@@ -53,11 +53,6 @@ pub async fn admit(
     let mut topics: Vec<TopicSlots> = Vec::with_capacity(req.topic_data.len());
     let refuse_all = if !matches!(acks, -1..=1) {
         Some((ResponseError::InvalidRequiredAcks, None))
-    } else if req.transactional_id.is_some() {
-        Some((
-            ResponseError::TransactionalIdAuthorizationFailed,
-            Some("transactions are not supported yet".to_string()),
-        ))
     } else {
         None
     };
@@ -99,7 +94,6 @@ pub async fn admit(
                                 .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")),
                             log_append_time: effective_config(t, "message.timestamp.type")
                                 .is_some_and(|v| v == "LogAppendTime"),
-                            allow_transactional: false,
                         };
                         let append_time = policy.log_append_time.then(now_ms);
                         match validate_off_runtime(partition, max, policy, append_time).await {

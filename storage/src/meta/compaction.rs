@@ -361,6 +361,11 @@ impl MetaStore {
                         removed.push(e);
                     }
                     release_entries(tx, &removed, now).await?;
+                    // Aborted transactions wholly before the new start concern no one.
+                    tx.clear_range(
+                        &keys::aborted_prefix(topic_id, partition),
+                        &keys::aborted(topic_id, partition, target),
+                    );
                     state.log_start_offset = target;
                     tx.set(&pkey, &state.encode());
                     Ok(Some(state))

@@ -134,6 +134,17 @@ impl GroupRecord {
     pub const VERSION: u32 = 1;
 }
 
+/// Writes committed offsets of a group inside a metadata transaction.
+pub(super) fn write_offsets(
+    tx: &mut dyn crate::kv::KvTxn,
+    group: &str,
+    offsets: &[(Uuid, i32, CommittedOffset)],
+) {
+    for (topic, p, o) in offsets {
+        tx.set(&offset_key(group, *topic, *p), &o.encode());
+    }
+}
+
 impl MetaStore {
     /// Stores committed offsets atomically; durable when this returns.
     pub async fn commit_offsets(
@@ -146,9 +157,7 @@ impl MetaStore {
             .transact(|tx| {
                 let (group, offsets) = (group.clone(), offsets.clone());
                 Box::pin(async move {
-                    for (topic, p, o) in &offsets {
-                        tx.set(&offset_key(&group, *topic, *p), &o.encode());
-                    }
+                    write_offsets(tx, &group, &offsets);
                     Ok(())
                 })
             })

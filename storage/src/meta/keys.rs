@@ -11,7 +11,9 @@
 //! | `q` | topic id, partition, producer id      | producer state                 |
 //! | `s` | segment id                            | segment record                 |
 //! | `c` | counter name                          | i64                            |
-//! | `z` | transactional id                      | producer id and epoch          |
+//! | `z` | transactional id                      | transaction record (JSON)      |
+//! | `a` | topic id, partition, abort marker offset | aborted transaction         |
+//! | `y` | producer id, group (u16 length + id), topic id, partition | offset committed in a transaction, until it ends |
 //! | `l` | lease name                            | lease holder and expiry (JSON) |
 //! | `k` | topic id                              | compaction round intent (JSON) |
 //! | `g` | group id                              | consumer group record (JSON)   |
@@ -29,6 +31,8 @@ pub const PRODUCER: u8 = b'q';
 pub const SEGMENT: u8 = b's';
 pub const COUNTER: u8 = b'c';
 pub const TRANSACTIONAL_ID: u8 = b'z';
+pub const ABORTED: u8 = b'a';
+pub const TXN_OFFSET: u8 = b'y';
 
 fn with_id(tag: u8, id: Uuid, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + extra);
@@ -93,6 +97,13 @@ pub fn producer(id: Uuid, partition: i32, producer_id: i64) -> Vec<u8> {
     k
 }
 
+/// Prefix of the producer states of a partition.
+pub fn producers_of_partition(id: Uuid, partition: i32) -> Vec<u8> {
+    let mut k = with_id(PRODUCER, id, 4);
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k
+}
+
 /// Prefix of all producer states of a topic.
 pub fn producers_of_topic(id: Uuid) -> Vec<u8> {
     with_id(PRODUCER, id, 0)
@@ -112,6 +123,54 @@ pub fn transactional_id(id: &str) -> Vec<u8> {
     let mut k = vec![TRANSACTIONAL_ID];
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// Prefix of every transaction record.
+pub fn transactional_ids() -> Vec<u8> {
+    vec![TRANSACTIONAL_ID]
+}
+
+/// Prefix of a partition's aborted transactions.
+pub fn aborted_prefix(id: Uuid, partition: i32) -> Vec<u8> {
+    let mut k = with_id(ABORTED, id, 12);
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k
+}
+
+/// Prefix of all aborted transactions of a topic.
+pub fn aborted_of_topic(id: Uuid) -> Vec<u8> {
+    with_id(ABORTED, id, 0)
+}
+
+pub fn aborted(id: Uuid, partition: i32, marker_offset: i64) -> Vec<u8> {
+    let mut k = aborted_prefix(id, partition);
+    k.extend_from_slice(&(marker_offset.max(0) as u64).to_be_bytes());
+    k
+}
+
+/// Prefix of a producer's transactional offsets for a group.
+pub fn txn_offsets(producer_id: i64, group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11 + group.len() + 20);
+    k.push(TXN_OFFSET);
+    k.extend_from_slice(&(producer_id as u64).to_be_bytes());
+    k.extend_from_slice(&(group.len() as u16).to_be_bytes());
+    k.extend_from_slice(group.as_bytes());
+    k
+}
+
+pub fn txn_offset(producer_id: i64, group: &str, topic_id: Uuid, partition: i32) -> Vec<u8> {
+    let mut k = txn_offsets(producer_id, group);
+    k.extend_from_slice(topic_id.as_bytes());
+    k.extend_from_slice(&(partition as u32).to_be_bytes());
+    k
+}
+
+/// The topic id and partition at the end of a transactional offset key.
+pub fn txn_offset_partition(key: &[u8]) -> Option<(Uuid, i32)> {
+    let tail = key.get(key.len().checked_sub(20)?..)?;
+    let id = Uuid::from_bytes(tail.get(..16)?.try_into().ok()?);
+    let p = u32::from_be_bytes(tail.get(16..20)?.try_into().ok()?) as i32;
+    Some((id, p))
 }
 
 /// The uuid that follows the tag byte of a key.

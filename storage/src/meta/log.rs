@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::keys;
 use super::producers::{check_batch, record_batch, SequenceCheck};
 use super::values::{
-    IndexEntry, Location, PartitionState, ProducerState, RecentBatch, SegmentRecord,
+    AbortedTxn, IndexEntry, Location, OpenTxn, PartitionState, ProducerState, RecentBatch,
+    SegmentRecord,
 };
 use super::{MetaError, MetaStore, Result};
 use crate::kv::{prefix_end, KvStoreExt, KvTxn};
@@ -34,6 +35,17 @@ pub struct AppendBatch {
     pub max_timestamp: i64,
     /// Set for batches of idempotent producers.
     pub producer: Option<ProducerBatch>,
+    /// Part of a transaction (data or marker).
+    pub transactional: bool,
+    /// Set for control batches: the transaction marker they carry.
+    pub marker: Option<Marker>,
+}
+
+/// The control record of a transaction marker batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Commit,
+    Abort,
 }
 
 /// The batches one produce request sent to one partition: accepted or refused together.
@@ -76,6 +88,9 @@ pub enum UnitOutcome {
     UnknownTopicOrPartition,
     OutOfOrderSequence,
     ProducerFenced,
+    /// A transactional batch for a partition the coordinator did not add to the
+    /// producer's ongoing transaction.
+    InvalidTxnState,
 }
 
 /// The outcome for one [`PartitionAppend`].
@@ -86,6 +101,7 @@ pub struct PartitionResult {
     pub entries: Vec<IndexEntry>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
 }
 
 impl MetaStore {
@@ -197,6 +213,7 @@ impl MetaStore {
                 entries,
                 high_watermark: state.high_watermark,
                 log_start_offset: state.log_start_offset,
+                last_stable_offset: state.last_stable_offset(),
             });
         }
         Ok(Some(results))
@@ -293,6 +310,7 @@ async fn commit_segment_txn(
                 entries: Vec::new(),
                 high_watermark: -1,
                 log_start_offset: -1,
+                last_stable_offset: -1,
             });
             continue;
         };
@@ -300,17 +318,25 @@ async fn commit_segment_txn(
         let mut outcomes = Vec::with_capacity(p.units.len());
         // Accepted batches with their assigned base offsets, in segment order.
         let mut accepted: Vec<(&super::AppendBatch, i64)> = Vec::new();
+        let mut aborted = Vec::new();
         for unit in &p.units {
             let outcome = append_unit(
                 unit,
                 &mut state,
                 &mut accepted,
+                &mut aborted,
                 |pid| producer_slots.get(&(i, pid)).copied(),
                 &mut producers,
                 &mut dirty_producers,
                 now,
             );
             outcomes.push(outcome);
+        }
+        for a in &aborted {
+            tx.set(
+                &keys::aborted(p.topic_id, p.partition, a.last_offset),
+                &a.encode(),
+            );
         }
         let entries = index_runs(append.segment, &accepted);
         for e in &entries {
@@ -327,6 +353,7 @@ async fn commit_segment_txn(
             entries,
             high_watermark: state.high_watermark,
             log_start_offset: state.log_start_offset,
+            last_stable_offset: state.last_stable_offset(),
         });
     }
     for (slot, key) in producer_keys.iter().enumerate() {
@@ -347,23 +374,39 @@ async fn commit_segment_txn(
 }
 
 /// Applies one unit to a partition: checks every batch against a scratch copy of the
-/// producer states, then either assigns offsets to the new batches or refuses the unit.
+/// producer and partition states, then either assigns offsets to the new batches or
+/// refuses the unit.
+///
+/// Transactions: a transactional data batch is accepted only while its producer has the
+/// partition in an ongoing transaction (its producer state carries the epoch the
+/// coordinator added it in, or the partition already lists the transaction as open); the
+/// first one opens the transaction on the partition (the last stable offset stops there).
+/// A marker closes it: an abort marker records the aborted range. A marker for a
+/// producer with nothing open here is not stored (a coordinator finishing a transaction
+/// again after a crash writes its markers again).
+#[allow(clippy::too_many_arguments)]
 fn append_unit<'a>(
     unit: &'a AppendUnit,
     state: &mut PartitionState,
     accepted: &mut Vec<(&'a AppendBatch, i64)>,
+    aborted: &mut Vec<AbortedTxn>,
     slot_of: impl Fn(i64) -> Option<usize>,
     producers: &mut [Option<ProducerState>],
     dirty: &mut [bool],
     now: i64,
 ) -> UnitOutcome {
     let mut scratch: HashMap<usize, Option<ProducerState>> = HashMap::new();
+    let mut open = state.open_txns.clone();
+    let mut new_aborted = Vec::new();
     let mut next = state.high_watermark;
     let mut first_offset = None;
     let mut all_duplicates = true;
     let mut staged = Vec::new();
     for batch in &unit.batches {
         let offset = match batch.producer {
+            None if batch.transactional || batch.marker.is_some() => {
+                return UnitOutcome::InvalidTxnState;
+            }
             None => {
                 let o = next;
                 next += i64::from(batch.offset_span);
@@ -377,6 +420,46 @@ fn append_unit<'a>(
                 let current = scratch
                     .entry(slot)
                     .or_insert_with(|| producers[slot].clone());
+                if let Some(marker) = batch.marker {
+                    if current.as_ref().is_some_and(|s| pb.epoch < s.epoch) {
+                        return UnitOutcome::ProducerFenced;
+                    }
+                    let s = current.get_or_insert_with(ProducerState::default);
+                    if pb.epoch > s.epoch {
+                        s.epoch = pb.epoch;
+                        s.recent.clear();
+                    }
+                    s.txn_epoch = None;
+                    s.last_write_ms = now;
+                    let Some(i) = open.iter().position(|t| t.producer_id == pb.producer_id) else {
+                        first_offset.get_or_insert(next);
+                        continue;
+                    };
+                    let txn = open.remove(i);
+                    let o = next;
+                    next += i64::from(batch.offset_span);
+                    if marker == Marker::Abort {
+                        new_aborted.push(AbortedTxn {
+                            producer_id: pb.producer_id,
+                            first_offset: txn.first_offset,
+                            last_offset: o,
+                        });
+                    }
+                    staged.push((batch, o));
+                    all_duplicates = false;
+                    first_offset.get_or_insert(o);
+                    continue;
+                }
+                let is_open = open.iter().any(|t| t.producer_id == pb.producer_id);
+                if batch.transactional
+                    && !is_open
+                    && current.as_ref().and_then(|s| s.txn_epoch) != Some(pb.epoch)
+                {
+                    return match current.as_ref() {
+                        Some(s) if pb.epoch < s.epoch => UnitOutcome::ProducerFenced,
+                        _ => UnitOutcome::InvalidTxnState,
+                    };
+                }
                 match check_batch(
                     current.as_ref(),
                     pb.epoch,
@@ -396,6 +479,12 @@ fn append_unit<'a>(
                             },
                             now,
                         );
+                        if batch.transactional && !is_open {
+                            open.push(OpenTxn {
+                                producer_id: pb.producer_id,
+                                first_offset: o,
+                            });
+                        }
                         staged.push((batch, o));
                         o
                     }
@@ -416,6 +505,8 @@ fn append_unit<'a>(
         dirty[slot] = true;
     }
     state.high_watermark = next;
+    state.open_txns = open;
+    aborted.extend(new_aborted);
     accepted.extend(staged);
     let base_offset = first_offset.unwrap_or(state.high_watermark);
     if all_duplicates && !unit.batches.is_empty() {
@@ -470,5 +561,37 @@ fn new_entry(segment: Uuid, batch: &AppendBatch, offset: i64, last_offset: i64) 
         },
         batch_count: 1,
         max_timestamp: batch.max_timestamp,
+    }
+}
+
+impl MetaStore {
+    /// Aborted transactions of a partition that overlap offsets `from..=to`, by marker
+    /// offset; at most `limit` markers at or after `from` are examined.
+    pub async fn aborted_txns(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    let begin = keys::aborted(topic_id, partition, from);
+                    let end = prefix_end(&keys::aborted_prefix(topic_id, partition));
+                    let rows = tx.get_range(&begin, &end, limit, false).await?;
+                    let mut out = Vec::new();
+                    for (k, v) in &rows {
+                        let a =
+                            AbortedTxn::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+                        if a.first_offset <= to {
+                            out.push(a);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await
     }
 }

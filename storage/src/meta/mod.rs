@@ -15,6 +15,7 @@ mod log;
 mod producers;
 mod segments;
 mod topics;
+mod txn;
 mod values;
 
 use std::sync::Arc;
@@ -28,18 +29,19 @@ pub use brokers::BrokerRecord;
 pub use compaction::{RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
-    AppendBatch, AppendUnit, PartitionAppend, PartitionResult, ProducerBatch, SegmentAppend,
-    UnitOutcome,
+    AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,
+    SegmentAppend, UnitOutcome,
 };
 pub use producers::{check_batch, SequenceCheck};
 pub use segments::SegmentGcCandidate;
+pub use txn::{TxnEffects, TxnPartition, TxnRecord, TxnState};
 
 /// The first bytes of the key a segment commit writes its record under (fault injection
 /// in tests targets segment commits with it).
 pub const SEGMENT_COMMIT_KEY_PREFIX: &[u8] = &[keys::SEGMENT];
 pub use values::{
-    IndexEntry, Location, PartitionState, ProducerState, RecentBatch, SegmentRecord, TopicMeta,
-    TransactionalProducer,
+    AbortedTxn, IndexEntry, Location, OpenTxn, PartitionState, ProducerState, RecentBatch,
+    SegmentRecord, TopicMeta,
 };
 
 /// Errors of metadata operations.

@@ -2,10 +2,10 @@
 //! batch, in the same transaction that assigns its offsets.
 
 use super::keys;
-use super::values::{decode_i64, encode_i64, ProducerState, RecentBatch, TransactionalProducer};
-use super::{MetaError, MetaStore, Result};
+use super::values::{ProducerState, RecentBatch};
+use super::{MetaStore, Result};
 use crate::batch::increment_sequence;
-use crate::kv::KvStoreExt;
+use crate::kv::{prefix_end, KvStoreExt};
 
 /// What the sequence check says about one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,85 +86,42 @@ pub fn record_batch(
     s.last_write_ms = now_ms;
 }
 
-const PRODUCER_ID_COUNTER: &str = "producer_id";
-
 impl MetaStore {
-    /// Allocates a producer id and epoch for InitProducerId.
-    ///
-    /// - With a transactional id: the id keeps its producer id and gets the next epoch (a
-    ///   new producer id when the epoch space is used up), fencing older instances.
-    /// - Without one, given an existing `(producer_id, epoch)` (KIP-360 epoch bump): the
-    ///   same producer id with the next epoch.
-    /// - Otherwise: a fresh producer id with epoch 0.
-    pub async fn init_producer_id(
+    /// The producers with state on a partition (DescribeProducers), by producer id.
+    pub async fn producers_of(
         &self,
-        transactional_id: Option<&str>,
-        current: Option<(i64, i16)>,
-    ) -> Result<(i64, i16)> {
-        let transactional_id = transactional_id.map(str::to_owned);
+        topic_id: uuid::Uuid,
+        partition: i32,
+    ) -> Result<Vec<(i64, ProducerState)>> {
         self.kv
-            .transact(|tx| {
-                let transactional_id = transactional_id.clone();
+            .read(|tx| {
                 Box::pin(async move {
-                    async fn allocate(tx: &mut dyn crate::kv::KvTxn) -> Result<i64> {
-                        let key = keys::counter(PRODUCER_ID_COUNTER);
-                        let next = match tx.get(&key).await? {
-                            Some(v) => decode_i64(&v, "producer id counter")?,
-                            None => 1000,
-                        };
-                        tx.set(&key, &encode_i64(next + 1));
-                        Ok(next)
-                    }
-                    match transactional_id {
-                        Some(tid) => {
-                            let key = keys::transactional_id(&tid);
-                            let existing = tx
-                                .get(&key)
-                                .await?
-                                .map(|v| TransactionalProducer::decode(&v))
-                                .transpose()?;
-                            let next = match existing {
-                                Some(p) => {
-                                    if let Some((_, epoch)) = current {
-                                        if epoch >= 0 && epoch != p.epoch {
-                                            return Err(MetaError::ProducerFenced {
-                                                request: epoch,
-                                                current: p.epoch,
-                                            });
-                                        }
-                                    }
-                                    if p.epoch >= i16::MAX - 1 {
-                                        TransactionalProducer {
-                                            producer_id: allocate(tx).await?,
-                                            epoch: 0,
-                                        }
-                                    } else {
-                                        TransactionalProducer {
-                                            producer_id: p.producer_id,
-                                            epoch: p.epoch + 1,
-                                        }
-                                    }
-                                }
-                                None => TransactionalProducer {
-                                    producer_id: allocate(tx).await?,
-                                    epoch: 0,
-                                },
-                            };
-                            tx.set(&key, &next.encode());
-                            Ok((next.producer_id, next.epoch))
-                        }
-                        None => match current {
-                            Some((pid, epoch))
-                                if pid >= 0 && (0..i16::MAX - 1).contains(&epoch) =>
-                            {
-                                Ok((pid, epoch + 1))
-                            }
-                            _ => Ok((allocate(tx).await?, 0)),
-                        },
-                    }
+                    let prefix = keys::producers_of_partition(topic_id, partition);
+                    let rows = tx
+                        .get_range(&prefix, &prefix_end(&prefix), 0, false)
+                        .await?;
+                    rows.iter()
+                        .map(|(k, v)| {
+                            let pid = keys::index_last_offset(k).unwrap_or_default();
+                            Ok((pid, ProducerState::decode(v)?))
+                        })
+                        .collect()
                 })
             })
             .await
+    }
+
+    /// Allocates a producer id and epoch for InitProducerId without a transactional id:
+    /// given an existing `(producer_id, epoch)` (KIP-360 epoch bump), the same producer id
+    /// with the next epoch; otherwise a fresh producer id with epoch 0. (Transactional
+    /// ids are the transaction coordinator's.)
+    pub async fn init_producer_id(&self, current: Option<(i64, i16)>) -> Result<(i64, i16)> {
+        match current {
+            Some((pid, epoch)) if pid >= 0 && (0..i16::MAX - 1).contains(&epoch) => {
+                Ok((pid, epoch + 1))
+            }
+            _ => Ok((self.allocate_producer_id().await?, 0)),
+        }
     }
 }
 
@@ -184,6 +141,7 @@ mod tests {
                 })
                 .collect(),
             last_write_ms: 0,
+            txn_epoch: None,
         }
     }
 

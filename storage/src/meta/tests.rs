@@ -33,6 +33,32 @@ fn batch(position: u64, span: u32, producer: Option<(i64, i16, i32)>) -> AppendB
             first_sequence: first,
             last_sequence: first + span as i32 - 1,
         }),
+        transactional: false,
+        marker: None,
+    }
+}
+
+fn txn_batch(position: u64, span: u32, pid: i64, epoch: i16, first: i32) -> AppendBatch {
+    AppendBatch {
+        transactional: true,
+        ..batch(position, span, Some((pid, epoch, first)))
+    }
+}
+
+fn marker(position: u64, pid: i64, epoch: i16, marker: Marker) -> AppendBatch {
+    AppendBatch {
+        position,
+        length: 70,
+        offset_span: 1,
+        max_timestamp: NOW,
+        producer: Some(ProducerBatch {
+            producer_id: pid,
+            epoch,
+            first_sequence: -1,
+            last_sequence: -1,
+        }),
+        transactional: true,
+        marker: Some(marker),
     }
 }
 
@@ -182,8 +208,8 @@ pub(super) async fn idempotent_producers(meta: MetaStore, _clock: Arc<ManualCloc
         .create_topic("t", 1, BTreeMap::new())
         .await
         .expect("create");
-    let (pid, epoch) = meta.init_producer_id(None, None).await.expect("pid");
-    let (pid2, _) = meta.init_producer_id(None, None).await.expect("pid");
+    let (pid, epoch) = meta.init_producer_id(None).await.expect("pid");
+    let (pid2, _) = meta.init_producer_id(None).await.expect("pid");
     assert_ne!(pid, pid2);
     let p = |units| PartitionAppend {
         topic_id: t.id,
@@ -241,7 +267,7 @@ pub(super) async fn idempotent_producers(meta: MetaStore, _clock: Arc<ManualCloc
     assert_eq!(positions, vec![(116, 10), (316, 13)]);
     // An epoch bump fences the old epoch.
     let (same, bumped) = meta
-        .init_producer_id(None, Some((pid, epoch)))
+        .init_producer_id(Some((pid, epoch)))
         .await
         .expect("bump");
     assert_eq!((same, bumped), (pid, epoch + 1));
@@ -265,17 +291,182 @@ pub(super) async fn idempotent_producers(meta: MetaStore, _clock: Arc<ManualCloc
     assert_eq!(r[0].outcomes, vec![UnitOutcome::ProducerFenced]);
 }
 
-pub(super) async fn transactional_ids_keep_their_producer(
-    meta: MetaStore,
-    _clock: Arc<ManualClock>,
-) {
-    let (a, e0) = meta.init_producer_id(Some("tx"), None).await.expect("init");
-    let (b, e1) = meta.init_producer_id(Some("tx"), None).await.expect("init");
-    assert_eq!((a, e0 + 1), (b, e1));
-    assert!(matches!(
-        meta.init_producer_id(Some("tx"), Some((a, e0))).await,
-        Err(MetaError::ProducerFenced { .. })
-    ));
+pub(super) async fn transactions_on_partitions(meta: MetaStore, _clock: Arc<ManualClock>) {
+    let t = meta
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let pid = meta.allocate_producer_id().await.expect("pid");
+    let p = |units| PartitionAppend {
+        topic_id: t.id,
+        partition: 0,
+        units,
+    };
+    // Not added to a transaction: refused.
+    let r = meta
+        .commit_segment(
+            Arc::new(segment(vec![p(vec![unit(vec![txn_batch(
+                16, 2, pid, 0, 0,
+            )])])])),
+            60_000,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(r[0].outcomes, vec![UnitOutcome::InvalidTxnState]);
+
+    // The coordinator adds the partition (compare-and-set on the record).
+    let empty = TxnRecord::new("tx", pid, 60_000, NOW);
+    assert!(meta
+        .replace_txn(None, Some(&empty), TxnEffects::default())
+        .await
+        .expect("create"));
+    let mut ongoing = empty.clone();
+    ongoing.state = TxnState::Ongoing;
+    ongoing.partitions.push(TxnPartition {
+        topic_id: t.id,
+        topic: "t".into(),
+        partition: 0,
+    });
+    let register = TxnEffects {
+        register: vec![(t.id, 0)],
+        finish_offsets: None,
+    };
+    assert!(!meta
+        .replace_txn(Some(&ongoing), Some(&ongoing), register.clone())
+        .await
+        .expect("stale"));
+    assert!(meta
+        .replace_txn(Some(&empty), Some(&ongoing), register)
+        .await
+        .expect("add"));
+    assert_eq!(
+        meta.load_txn("tx").await.expect("load"),
+        Some(ongoing.clone())
+    );
+
+    // Plain data at 0..2, the transaction's at 2..5: the last stable offset stays at 2.
+    let r = meta
+        .commit_segment(
+            Arc::new(segment(vec![p(vec![
+                unit(vec![batch(16, 2, None)]),
+                unit(vec![txn_batch(116, 3, pid, 0, 0)]),
+                unit(vec![batch(216, 1, None)]),
+            ])])),
+            60_000,
+        )
+        .await
+        .expect("commit");
+    assert_eq!((r[0].high_watermark, r[0].last_stable_offset), (6, 2));
+    // The abort marker at 6 closes it and records the aborted range 2..=6.
+    let r = meta
+        .commit_segment(
+            Arc::new(segment(vec![p(vec![unit(vec![marker(
+                16,
+                pid,
+                0,
+                Marker::Abort,
+            )])])])),
+            60_000,
+        )
+        .await
+        .expect("commit");
+    assert_eq!((r[0].high_watermark, r[0].last_stable_offset), (7, 7));
+    let aborted = meta
+        .aborted_txns(t.id, 0, 0, 10, 100)
+        .await
+        .expect("aborted");
+    assert_eq!(
+        aborted,
+        vec![AbortedTxn {
+            producer_id: pid,
+            first_offset: 2,
+            last_offset: 6
+        }]
+    );
+    assert!(aborted[0].covers(pid, 3) && !aborted[0].covers(pid, 7));
+    assert!(meta
+        .aborted_txns(t.id, 0, 7, 10, 100)
+        .await
+        .expect("aborted")
+        .is_empty());
+    // A marker again (a coordinator finishing after a crash) stores nothing, and the
+    // partition is no longer in a transaction: transactional data is refused.
+    let r = meta
+        .commit_segment(
+            Arc::new(segment(vec![p(vec![
+                unit(vec![marker(16, pid, 0, Marker::Abort)]),
+                unit(vec![txn_batch(116, 1, pid, 0, 3)]),
+            ])])),
+            60_000,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(
+        r[0].outcomes,
+        vec![
+            UnitOutcome::Duplicate {
+                base_offset: 7,
+                log_start_offset: 0
+            },
+            UnitOutcome::InvalidTxnState
+        ]
+    );
+    assert_eq!(r[0].high_watermark, 7);
+
+    // Offsets committed in a transaction move to the group only when it commits.
+    let offset = CommittedOffset {
+        offset: 42,
+        leader_epoch: -1,
+        metadata: None,
+        commit_ms: NOW,
+    };
+    meta.store_txn_offsets(pid, "g", vec![(t.id, 0, offset.clone())])
+        .await
+        .expect("txn offsets");
+    let mut with_group = ongoing.clone();
+    with_group.groups.push("g".into());
+    assert!(meta
+        .replace_txn(Some(&ongoing), Some(&with_group), TxnEffects::default())
+        .await
+        .expect("group"));
+    assert_eq!(
+        meta.pending_txn_offsets("g").await.expect("pending"),
+        vec![(t.id, 0)]
+    );
+    assert!(meta
+        .fetch_offsets("g", None)
+        .await
+        .expect("fetch")
+        .is_empty());
+    let mut done = with_group.clone();
+    done.state = TxnState::CompleteCommit;
+    done.groups.clear();
+    assert!(meta
+        .replace_txn(
+            Some(&with_group),
+            Some(&done),
+            TxnEffects {
+                register: Vec::new(),
+                finish_offsets: Some(true),
+            }
+        )
+        .await
+        .expect("commit"));
+    assert_eq!(
+        meta.fetch_offsets("g", None).await.expect("fetch"),
+        vec![(t.id, 0, offset)]
+    );
+    assert!(meta
+        .pending_txn_offsets("g")
+        .await
+        .expect("pending")
+        .is_empty());
+    assert_eq!(meta.list_txns().await.expect("list"), vec![done.clone()]);
+    assert!(meta
+        .replace_txn(Some(&done), None, TxnEffects::default())
+        .await
+        .expect("delete"));
+    assert_eq!(meta.load_txn("tx").await.expect("load"), None);
 }
 
 pub(super) async fn old_segments_are_refused(meta: MetaStore, clock: Arc<ManualClock>) {
@@ -653,7 +844,7 @@ macro_rules! meta_domain_tests {
             topic_lifecycle,
             offsets_are_dense_and_indexed,
             idempotent_producers,
-            transactional_ids_keep_their_producer,
+            transactions_on_partitions,
             old_segments_are_refused,
             deleted_topics_release_their_segments,
             cluster_id_is_stable,

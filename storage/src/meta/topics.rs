@@ -218,6 +218,8 @@ impl MetaStore {
                     if rows.is_empty() {
                         let producers = keys::producers_of_topic(id);
                         tx.clear_range(&producers, &prefix_end(&producers));
+                        let aborted = keys::aborted_of_topic(id);
+                        tx.clear_range(&aborted, &prefix_end(&aborted));
                         tx.clear(&keys::deleted_topic(id));
                         return Ok(true);
                     }

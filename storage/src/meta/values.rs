@@ -59,8 +59,16 @@ impl TopicMeta {
     }
 }
 
+/// A transaction with data on a partition that is not decided yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTxn {
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch on this partition.
+    pub first_offset: i64,
+}
+
 /// The replicated state of one partition (`p` keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PartitionState {
     /// The next offset to assign; every offset below it is committed.
     pub high_watermark: i64,
@@ -68,32 +76,116 @@ pub struct PartitionState {
     pub log_start_offset: i64,
     /// Bytes of record batches between the log start and the high watermark.
     pub size_bytes: u64,
+    /// Transactions with data here and no commit or abort marker yet, oldest first.
+    pub open_txns: Vec<OpenTxn>,
 }
 
 impl PartitionState {
+    /// Version 1: no open transactions; version 2 lists them after the version-1 fields.
     const VERSION: u8 = 1;
+    const VERSION_TXNS: u8 = 2;
     const LEN: usize = 25;
 
+    /// The last stable offset: every offset below it is decided (not part of an open
+    /// transaction); read_committed consumers and the compactor stop there.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.open_txns
+            .iter()
+            .map(|t| t.first_offset)
+            .min()
+            .unwrap_or(self.high_watermark)
+            .min(self.high_watermark)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(Self::LEN);
-        b.put_u8(Self::VERSION);
+        let mut b = Vec::with_capacity(Self::LEN + 2 + self.open_txns.len() * 16);
+        b.put_u8(if self.open_txns.is_empty() {
+            Self::VERSION
+        } else {
+            Self::VERSION_TXNS
+        });
         b.put_i64(self.high_watermark);
         b.put_i64(self.log_start_offset);
         b.put_u64(self.size_bytes);
+        if !self.open_txns.is_empty() {
+            b.put_u16(self.open_txns.len() as u16);
+            for t in &self.open_txns {
+                b.put_i64(t.producer_id);
+                b.put_i64(t.first_offset);
+            }
+        }
         b
     }
 
     pub fn decode(mut bytes: &[u8]) -> Result<Self, MetaError> {
         need(bytes, Self::LEN, "partition state")?;
         let v = bytes.get_u8();
-        if v != Self::VERSION {
+        if v != Self::VERSION && v != Self::VERSION_TXNS {
             return Err(corrupt("partition state", format!("unknown version {v}")));
         }
-        Ok(Self {
+        let mut state = Self {
             high_watermark: bytes.get_i64(),
             log_start_offset: bytes.get_i64(),
             size_bytes: bytes.get_u64(),
+            open_txns: Vec::new(),
+        };
+        if v == Self::VERSION_TXNS {
+            need(bytes, 2, "partition state")?;
+            let n = bytes.get_u16() as usize;
+            need(bytes, n * 16, "partition state")?;
+            state.open_txns = (0..n)
+                .map(|_| OpenTxn {
+                    producer_id: bytes.get_i64(),
+                    first_offset: bytes.get_i64(),
+                })
+                .collect();
+        }
+        Ok(state)
+    }
+}
+
+/// An aborted transaction on a partition (`a` keys, by the offset of its abort marker):
+/// read_committed fetches report it so consumers drop its records, and the compactor
+/// leaves them out of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// Offset of the abort marker.
+    pub last_offset: i64,
+}
+
+impl AbortedTxn {
+    const VERSION: u8 = 1;
+
+    /// Encodes the value; `last_offset` is in the key.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(17);
+        b.put_u8(Self::VERSION);
+        b.put_i64(self.producer_id);
+        b.put_i64(self.first_offset);
+        b
+    }
+
+    pub fn decode(last_offset: i64, mut bytes: &[u8]) -> Result<Self, MetaError> {
+        need(bytes, 17, "aborted transaction")?;
+        let v = bytes.get_u8();
+        if v != Self::VERSION {
+            return Err(corrupt(
+                "aborted transaction",
+                format!("unknown version {v}"),
+            ));
+        }
+        Ok(Self {
+            producer_id: bytes.get_i64(),
+            first_offset: bytes.get_i64(),
+            last_offset,
         })
+    }
+
+    /// Whether a batch of this producer at `offset` belongs to this aborted transaction.
+    pub fn covers(&self, producer_id: i64, offset: i64) -> bool {
+        producer_id == self.producer_id && (self.first_offset..=self.last_offset).contains(&offset)
     }
 }
 
@@ -234,16 +326,26 @@ pub struct ProducerState {
     pub epoch: i16,
     pub recent: Vec<RecentBatch>,
     pub last_write_ms: i64,
+    /// The epoch in which the transaction coordinator added this partition to the
+    /// producer's ongoing transaction (AddPartitionsToTxn): transactional batches are
+    /// accepted only then, so no transaction can hang without a coordinator to end it.
+    pub txn_epoch: Option<i16>,
 }
 
 impl ProducerState {
     /// How many batches Kafka producers may have in flight per partition.
     pub const RECENT: usize = 5;
+    /// Version 1; version 2 appends the transaction epoch.
     const VERSION: u8 = 1;
+    const VERSION_TXN: u8 = 2;
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(12 + self.recent.len() * 16);
-        b.put_u8(Self::VERSION);
+        let mut b = Vec::with_capacity(14 + self.recent.len() * 16);
+        b.put_u8(if self.txn_epoch.is_some() {
+            Self::VERSION_TXN
+        } else {
+            Self::VERSION
+        });
         b.put_i16(self.epoch);
         b.put_i64(self.last_write_ms);
         b.put_u8(self.recent.len() as u8);
@@ -252,13 +354,16 @@ impl ProducerState {
             b.put_i32(r.last_sequence);
             b.put_i64(r.base_offset);
         }
+        if let Some(e) = self.txn_epoch {
+            b.put_i16(e);
+        }
         b
     }
 
     pub fn decode(mut bytes: &[u8]) -> Result<Self, MetaError> {
         need(bytes, 12, "producer state")?;
         let v = bytes.get_u8();
-        if v != Self::VERSION {
+        if v != Self::VERSION && v != Self::VERSION_TXN {
             return Err(corrupt("producer state", format!("unknown version {v}")));
         }
         let epoch = bytes.get_i16();
@@ -272,10 +377,17 @@ impl ProducerState {
                 base_offset: bytes.get_i64(),
             })
             .collect();
+        let txn_epoch = if v == Self::VERSION_TXN {
+            need(bytes, 2, "producer state")?;
+            Some(bytes.get_i16())
+        } else {
+            None
+        };
         Ok(Self {
             epoch,
             recent,
             last_write_ms,
+            txn_epoch,
         })
     }
 }
@@ -316,40 +428,6 @@ impl SegmentRecord {
             size: bytes.get_u64(),
             created_ms: bytes.get_i64(),
             unreferenced_ms: bytes.get_i64(),
-        })
-    }
-}
-
-/// A transactional id's producer (`z` keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransactionalProducer {
-    pub producer_id: i64,
-    pub epoch: i16,
-}
-
-impl TransactionalProducer {
-    const VERSION: u8 = 1;
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(11);
-        b.put_u8(Self::VERSION);
-        b.put_i64(self.producer_id);
-        b.put_i16(self.epoch);
-        b
-    }
-
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, MetaError> {
-        need(bytes, 11, "transactional producer")?;
-        let v = bytes.get_u8();
-        if v != Self::VERSION {
-            return Err(corrupt(
-                "transactional producer",
-                format!("unknown version {v}"),
-            ));
-        }
-        Ok(Self {
-            producer_id: bytes.get_i64(),
-            epoch: bytes.get_i16(),
         })
     }
 }
@@ -404,6 +482,7 @@ mod tests {
                 base_offset: 1000,
             }],
             last_write_ms: 1_700_000_000_000,
+            txn_epoch: None,
         }
     }
 
@@ -414,6 +493,7 @@ mod tests {
             high_watermark: 150,
             log_start_offset: 0,
             size_bytes: 4096,
+            open_txns: Vec::new(),
         };
         assert_eq!(state.encode(), fixture("partition-state-v1.bin"));
         assert_eq!(

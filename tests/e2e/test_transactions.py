@@ -1,0 +1,298 @@
+"""Transactions and exactly-once with librdkafka (confluent-kafka): commit and abort,
+read_committed against read_uncommitted, consume-transform-produce with offsets in the
+transaction, fencing of a second instance, server-side timeouts, and the table holding
+exactly the committed records, also when consumers read them back from Parquet."""
+
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import (Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
+
+from tables import rows, sql_catalog, wait_for_rows
+from workload import create_topic
+
+FAST = {"compaction_interval_ms": 300}
+
+
+def txn_producer(bootstrap, tid, **conf):
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+                  "linger.ms": 5, **conf})
+    p.init_transactions(30)
+    return p
+
+
+def read_all(bootstrap, topic, partitions, isolation, timeout=60):
+    """Every message of the topic up to the end, with the final positions:
+    ({partition: [values in order]}, {partition: position})."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{time.time_ns()}",
+                  "isolation.level": isolation, "enable.partition.eof": True,
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = {p: [] for p in range(partitions)}
+    eof = set()
+    deadline = time.time() + timeout
+    while len(eof) < partitions and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(m.partition())
+                continue
+            raise KafkaException(m.error())
+        out[m.partition()].append(m.value().decode())
+        eof.discard(m.partition())
+    assert len(eof) == partitions, f"reached the end of {sorted(eof)} only"
+    positions = {tp.partition: tp.offset
+                 for tp in c.position([TopicPartition(topic, p) for p in range(partitions)])}
+    c.close()
+    return out, positions
+
+
+def end_offsets(bootstrap, topic, partitions, isolation):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{time.time_ns()}",
+                  "isolation.level": isolation})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def produce_txn(p, topic, prefix, n, partitions, commit):
+    p.begin_transaction()
+    for i in range(n):
+        p.produce(topic, key=f"{prefix}-{i}".encode(), value=f"{prefix}-{i}".encode(),
+                  partition=i % partitions)
+    if commit:
+        p.commit_transaction(30)
+    else:
+        p.flush(30)
+        p.abort_transaction(30)
+
+
+def expected(prefixes, n, partitions):
+    out = {p: [] for p in range(partitions)}
+    for prefix in prefixes:
+        for i in range(n):
+            out[i % partitions].append(f"{prefix}-{i}")
+    return out
+
+
+def test_commit_abort_commit(make_broker):
+    """read_committed sees exactly the committed records in order and reaches the end;
+    read_uncommitted sees all; the table holds exactly the committed records; after the
+    WAL is collected, read_committed consumers get the same answer from Parquet."""
+    broker = make_broker({**FAST, "segment_grace_ms": 10_000, "gc_interval_ms": 500})
+    create_topic(broker.bootstrap, "tx", 3)
+    p = txn_producer(broker.bootstrap, "tx-commit-abort")
+    produce_txn(p, "tx", "c1", 300, 3, commit=True)
+    produce_txn(p, "tx", "a1", 300, 3, commit=False)
+    produce_txn(p, "tx", "c2", 300, 3, commit=True)
+    produce_txn(p, "tx", "a2", 30, 3, commit=False)
+    # Non-transactional records after the transactions.
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(3):
+        plain.produce("tx", value=f"plain-{i}".encode(), partition=i)
+    plain.flush(30)
+
+    want = expected(["c1", "c2"], 300, 3)
+    for part in range(3):
+        want[part].append(f"plain-{part}")
+    committed, positions = read_all(broker.bootstrap, "tx", 3, "read_committed")
+    assert committed == want
+    # 100 + 100 + 100 + 10 records and 4 markers per partition, then the plain record.
+    assert positions == {part: 315 for part in range(3)}
+    assert end_offsets(broker.bootstrap, "tx", 3, "read_committed") == positions
+    # read_uncommitted: every committed record too (aborted ones only while they are in
+    # the WAL: the table never holds them).
+    uncommitted, _ = read_all(broker.bootstrap, "tx", 3, "read_uncommitted")
+    for part in range(3):
+        assert set(want[part]) <= set(uncommitted[part])
+
+    # The table: committed records only, at their offsets.
+    table = wait_for_rows(sql_catalog(broker), "tx", 603)
+    time.sleep(2)
+    table = rows(sql_catalog(broker), "tx")
+    assert len(table) == 603
+    values = sorted(v[1].decode() for v in table.values())
+    assert values == sorted(sum(want.values(), []))
+    assert not any(v.startswith("a") for v in values)
+
+    # Once the WAL is gone, the same answer comes from the table.
+    wal = Path(broker.data_dir) / "objects" / "wal"
+    deadline = time.time() + 60
+    while time.time() < deadline and any(wal.glob("*.seg")):
+        time.sleep(0.5)
+    assert not any(wal.glob("*.seg")), "WAL segments were not collected"
+    cold, cold_positions = read_all(broker.bootstrap, "tx", 3, "read_committed")
+    assert cold == want
+    assert cold_positions == positions
+
+
+def test_read_uncommitted_sees_aborted_records_in_the_wal(make_broker):
+    broker = make_broker({"compaction": "false"})
+    create_topic(broker.bootstrap, "unc", 2)
+    p = txn_producer(broker.bootstrap, "tx-unc")
+    produce_txn(p, "unc", "c", 10, 2, commit=True)
+    produce_txn(p, "unc", "a", 10, 2, commit=False)
+    produce_txn(p, "unc", "d", 10, 2, commit=True)
+    seen, positions = read_all(broker.bootstrap, "unc", 2, "read_uncommitted")
+    assert seen == expected(["c", "a", "d"], 10, 2)
+    assert positions == {0: 18, 1: 18}
+    seen, positions = read_all(broker.bootstrap, "unc", 2, "read_committed")
+    assert seen == expected(["c", "d"], 10, 2)
+    assert positions == {0: 18, 1: 18}
+
+
+def test_open_transaction_holds_back_read_committed_and_the_table(make_broker):
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "held", 1)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce("held", value=b"before")
+    plain.flush(30)
+    p = txn_producer(broker.bootstrap, "tx-held")
+    p.begin_transaction()
+    p.produce("held", value=b"inside")
+    p.flush(30)
+    plain.produce("held", value=b"after")
+    plain.flush(30)
+    # The last stable offset stops at the open transaction's first record.
+    assert end_offsets(broker.bootstrap, "held", 1, "read_committed") == {0: 1}
+    assert end_offsets(broker.bootstrap, "held", 1, "read_uncommitted") == {0: 3}
+    seen, _ = read_all(broker.bootstrap, "held", 1, "read_committed")
+    assert seen == {0: ["before"]}
+    time.sleep(2)
+    table = rows(sql_catalog(broker), "held")
+    assert sorted(v[1] for v in table.values()) == [b"before"]
+    p.commit_transaction(30)
+    seen, positions = read_all(broker.bootstrap, "held", 1, "read_committed")
+    assert seen == {0: ["before", "inside", "after"]}
+    assert positions == {0: 4}
+    table = wait_for_rows(sql_catalog(broker), "held", 3)
+    assert sorted(v[1] for v in table.values()) == [b"after", b"before", b"inside"]
+
+
+def test_consume_transform_produce_exactly_once(make_broker):
+    """A consume-transform-produce loop with the consumer's offsets in the transaction:
+    an aborted round leaves neither output nor offsets; the output holds every input
+    exactly once and the group's offsets are at the end."""
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "in", 2)
+    create_topic(broker.bootstrap, "out", 2)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(1000):
+        plain.produce("in", value=f"v{i}".encode(), partition=i % 2)
+    plain.flush(30)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "eos",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe(["in"])
+    p = txn_producer(broker.bootstrap, "tx-eos")
+    done = 0
+    rounds = 0
+    deadline = time.time() + 120
+    while done < 1000 and time.time() < deadline:
+        msgs = [m for m in consumer.consume(100, 1.0) if not m.error()]
+        if not msgs:
+            continue
+        rounds += 1
+        p.begin_transaction()
+        for m in msgs:
+            p.produce("out", value=m.value().upper(), partition=m.partition())
+        p.send_offsets_to_transaction(
+            consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30)
+        if rounds == 2:
+            # Abort this round and rewind: its records are processed again.
+            p.abort_transaction(30)
+            committed = consumer.committed(consumer.assignment(), 10)
+            for tp in committed:
+                consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                             tp.offset if tp.offset >= 0 else 0))
+            continue
+        p.commit_transaction(30)
+        done += len(msgs)
+    assert done == 1000
+    committed = consumer.committed([TopicPartition("in", 0), TopicPartition("in", 1)], 10)
+    assert {tp.partition: tp.offset for tp in committed} == {0: 500, 1: 500}
+    consumer.close()
+    out, _ = read_all(broker.bootstrap, "out", 2, "read_committed")
+    values = sorted(sum(out.values(), []))
+    assert values == sorted(f"V{i}" for i in range(1000))
+
+
+def test_second_instance_fences_the_first(make_broker):
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "fence", 1)
+    first = txn_producer(broker.bootstrap, "tx-fence")
+    first.begin_transaction()
+    first.produce("fence", value=b"zombie")
+    first.flush(30)
+    second = txn_producer(broker.bootstrap, "tx-fence")
+    # The first instance's open transaction was aborted, and it is fenced.
+    with pytest.raises(KafkaException) as err:
+        first.produce("fence", value=b"zombie-2")
+        first.commit_transaction(30)
+    assert err.value.args[0].fatal() or err.value.args[0].code() in (
+        KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+    produce_txn(second, "fence", "ok", 5, 1, commit=True)
+    seen, _ = read_all(broker.bootstrap, "fence", 1, "read_committed")
+    assert seen == {0: [f"ok-{i}" for i in range(5)]}
+    time.sleep(2)
+    table = wait_for_rows(sql_catalog(broker), "fence", 5)
+    assert sorted(v[1] for v in table.values()) == [f"ok-{i}".encode() for i in range(5)]
+
+
+def test_coordinator_aborts_a_transaction_past_its_timeout(make_broker):
+    broker = make_broker({**FAST, "transaction_check_interval_ms": 200})
+    create_topic(broker.bootstrap, "abandoned", 1)
+    p = txn_producer(broker.bootstrap, "tx-timeout", **{"transaction.timeout.ms": 2000})
+    p.begin_transaction()
+    p.produce("abandoned", value=b"never")
+    p.flush(30)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce("abandoned", value=b"later")
+    plain.flush(30)
+    # Without the producer doing anything, the transaction is aborted and the last
+    # stable offset moves past it.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if end_offsets(broker.bootstrap, "abandoned", 1, "read_committed") == {0: 3}:
+            break
+        time.sleep(0.3)
+    assert end_offsets(broker.bootstrap, "abandoned", 1, "read_committed") == {0: 3}
+    seen, _ = read_all(broker.bootstrap, "abandoned", 1, "read_committed")
+    assert seen == {0: ["later"]}
+    # The producer learns it cannot commit; it aborts and carries on.
+    with pytest.raises(KafkaException) as err:
+        p.commit_transaction(30)
+    assert err.value.args[0].txn_requires_abort() or err.value.args[0].fatal()
+    if err.value.args[0].txn_requires_abort():
+        p.abort_transaction(30)
+        produce_txn(p, "abandoned", "again", 2, 1, commit=True)
+        seen, _ = read_all(broker.bootstrap, "abandoned", 1, "read_committed")
+        assert seen == {0: ["later", "again-0", "again-1"]}
+    time.sleep(2)
+    table = rows(sql_catalog(broker), "abandoned")
+    assert b"never" not in [v[1] for v in table.values()]
+
+
+def test_transactions_survive_a_restart(make_broker, tmp_path):
+    """The coordinator's state is in the metadata store: a decided transaction stays
+    decided, and an open one can still be committed after the broker restarts."""
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "restart", 2)
+    p = txn_producer(broker.bootstrap, "tx-restart")
+    produce_txn(p, "restart", "c", 10, 2, commit=True)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("restart", value=f"open-{i}".encode(), partition=i % 2)
+    p.flush(30)
+    broker.stop()
+    broker.start()
+    p.commit_transaction(60)
+    seen, positions = read_all(broker.bootstrap, "restart", 2, "read_committed")
+    assert seen == expected(["c", "open"], 10, 2)
+    assert positions == {0: 12, 1: 12}
