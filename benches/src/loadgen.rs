@@ -46,6 +46,13 @@ struct Args {
     /// Idempotent producers (librdkafka then allows at most 5 requests in flight).
     #[arg(long)]
     idempotence: bool,
+    /// Transactional producers committing every this many milliseconds (0 = none).
+    #[arg(long, default_value_t = 0)]
+    transaction_ms: u64,
+    /// Consumers read with isolation.level=read_committed (librdkafka's default) or
+    /// read_uncommitted.
+    #[arg(long, default_value = "read_committed")]
+    isolation: String,
     /// Seconds to produce for.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -210,6 +217,7 @@ fn main() -> anyhow::Result<()> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &args.bootstrap)
             .set("group.id", "loadgen")
+            .set("isolation.level", &args.isolation)
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "100")
             .create()?;
@@ -262,7 +270,11 @@ fn main() -> anyhow::Result<()> {
             acked_records: AtomicU64::new(0),
         });
         contexts.push(ctx.clone());
-        let producer: ThreadedProducer<ArcContext> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if args.transaction_ms > 0 {
+            config.set("transactional.id", format!("loadgen-{w}-{}", now_nanos()));
+        }
+        let producer: ThreadedProducer<ArcContext> = config
             .set("bootstrap.servers", &args.bootstrap)
             .set("acks", &args.acks)
             .set("compression.type", &args.compression)
@@ -284,7 +296,18 @@ fn main() -> anyhow::Result<()> {
             let mut sent_bytes = 0f64;
             let mut n: u64 = 0;
             let begin = Instant::now();
+            let txn_every = Duration::from_millis(args.transaction_ms);
+            let mut txn_started = Instant::now();
+            if args.transaction_ms > 0 {
+                producer.init_transactions(Duration::from_secs(30))?;
+                producer.begin_transaction()?;
+            }
             while Instant::now() < deadline {
+                if args.transaction_ms > 0 && txn_started.elapsed() >= txn_every {
+                    producer.commit_transaction(Duration::from_secs(30))?;
+                    producer.begin_transaction()?;
+                    txn_started = Instant::now();
+                }
                 if per_producer_rate > 0.0 {
                     let allowed = begin.elapsed().as_secs_f64() * per_producer_rate;
                     if sent_bytes > allowed {
@@ -312,7 +335,11 @@ fn main() -> anyhow::Result<()> {
                 n += 1;
                 sent_bytes += payload.len() as f64;
             }
-            producer.flush(Duration::from_secs(60))?;
+            if args.transaction_ms > 0 {
+                producer.commit_transaction(Duration::from_secs(60))?;
+            } else {
+                producer.flush(Duration::from_secs(60))?;
+            }
             Ok(())
         }));
     }
@@ -344,11 +371,16 @@ fn main() -> anyhow::Result<()> {
         args.partitions
     );
     println!(
-        "config                record {} B, {} producer(s), acks={}{}, compression={}, linger {} ms, target {}",
+        "config                record {} B, {} producer(s), acks={}{}{}, compression={}, linger {} ms, target {}",
         args.record_size,
         args.producers,
         args.acks,
         if args.idempotence { " idempotent" } else { "" },
+        if args.transaction_ms > 0 {
+            format!(" transactional ({} ms transactions)", args.transaction_ms)
+        } else {
+            String::new()
+        },
         args.compression,
         args.linger_ms,
         if args.rate_mb > 0.0 { format!("{} MB/s", args.rate_mb) } else { "max".into() }

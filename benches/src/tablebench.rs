@@ -205,6 +205,8 @@ async fn compact(
                         offset_span: per_batch as u32,
                         max_timestamp: now,
                         producer: None,
+                        transactional: false,
+                        marker: None,
                     }],
                 }],
             });
@@ -526,6 +528,8 @@ async fn meta_bench(
                                 offset_span: 10,
                                 max_timestamp: 0,
                                 producer: None,
+                                transactional: false,
+                                marker: None,
                             }],
                         }],
                     })

@@ -140,7 +140,7 @@ pub struct Settings {
     pub group_consumer_session_timeout_ms: u64,
 
     /// Kafka's `transaction.max.timeout.ms`: the longest transaction timeout a producer may
-    /// ask for.
+    /// ask for (1 hour, not Kafka's 15 minutes: Flink's Kafka sink asks for 1 hour).
     pub transaction_max_timeout_ms: i32,
     /// Kafka's `transactional.id.expiration.ms`: transactional ids idle this long are
     /// forgotten.
@@ -248,7 +248,7 @@ impl Default for Settings {
             offsets_retention_minutes: 7 * 24 * 60,
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_session_timeout_ms: 45_000,
-            transaction_max_timeout_ms: 900_000,
+            transaction_max_timeout_ms: 3_600_000,
             transactional_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             transaction_check_interval_ms: 1000,
         }

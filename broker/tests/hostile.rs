@@ -49,6 +49,13 @@ fn default_request(api: ApiKey) -> Option<RequestKind> {
         AlterConfigs => AlterConfigsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest,
+        TxnOffsetCommit => TxnOffsetCommitRequest,
+        DescribeTransactions => DescribeTransactionsRequest,
+        ListTransactions => ListTransactionsRequest,
+        DescribeProducers => DescribeProducersRequest,
     )
 }
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Transactional throughput against idempotent throughput, and read_committed end-to-end
+# latency, with a release build of icestream on this machine: 1 KiB records,
+# 16 partitions, acks=all, 2 producers; transactions commit every 100 ms.
+#
+#   ./benches/transactions.sh               30 s per scenario
+#   DURATION=10 ./benches/transactions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${ICESTREAM_CACHE:-$HOME/.cache/icestream}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+DURATION=${DURATION:-30}
+cargo build --release -q -p icestream --bin icestream
+cargo build --release -q -p icestream-bench --bin loadgen
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d /tmp/icestream-txn-bench.XXXXXX)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BROKER_PID=
+stop_broker() {
+  if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+  BROKER_PID=
+}
+trap 'stop_broker; rm -rf "$WORK"' EXIT
+start_broker() {
+  stop_broker
+  rm -rf "$WORK/data"
+  RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
+    > "$WORK/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.1; done
+  echo "broker did not start"; cat "$WORK/broker.log"; exit 1
+}
+run() {
+  local name=$1 title=$2; shift 2
+  echo
+  echo "### $title"
+  "$BIN/loadgen" --bootstrap "127.0.0.1:$PORT" --duration "$DURATION" --partitions 16 \
+    --record-size 1024 --acks all --producers 2 --broker-pid "$BROKER_PID" "$@" | tee "$WORK/$name.out"
+}
+mbps() { awk '/^throughput/ {print $2}' "$WORK/$1.out"; }
+
+start_broker
+run idem "idempotent, max throughput" --idempotence
+start_broker
+run txn "transactional, 100 ms transactions, max throughput" --transaction-ms 100
+start_broker
+run txn-latency "transactional, 100 ms transactions, 10 MB/s, read_committed end-to-end latency" \
+  --transaction-ms 100 --rate-mb 10 --linger-ms 1 --consume
+start_broker
+run idem-latency "idempotent, 10 MB/s, read_committed end-to-end latency (baseline)" \
+  --idempotence --rate-mb 10 --linger-ms 1 --consume
+echo
+python3 -c "print(f'transactional / idempotent throughput: {float(\"$(mbps txn)\") / float(\"$(mbps idem)\") * 100:.0f}% ($(mbps txn) vs $(mbps idem) MB/s)')"
