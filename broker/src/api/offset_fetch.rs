@@ -1,5 +1,6 @@
 //! OffsetFetch: committed offsets of one group (v0-v7) or several (v8+); partitions never
-//! committed get -1.
+//! committed get -1. With `require_stable` (v7+, KIP-447), partitions with offsets pending
+//! in an ongoing transaction get UNSTABLE_OFFSET_COMMIT, so consumers retry until it ends.
 
 use std::collections::HashMap;
 
@@ -16,14 +17,15 @@ use super::Context;
 use crate::broker::Broker;
 use crate::errors;
 
-/// (partition, offset, leader epoch, metadata).
-type PartitionOffset = (i32, i64, i32, Option<String>);
+/// (partition, offset, leader epoch, metadata, error).
+type PartitionOffset = (i32, i64, i32, Option<String>, Option<ResponseError>);
 type TopicOffsets = Vec<(TopicName, Vec<PartitionOffset>)>;
 
 async fn fetch_group(
     broker: &Broker,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<TopicOffsets, ResponseError> {
     if let Some(e) = super::not_coordinator(broker, group).await {
         return Err(e);
@@ -33,12 +35,26 @@ async fn fetch_group(
         .fetch_offsets(group, None)
         .await
         .map_err(|e| errors::meta_retriable(&e))?;
+    let pending = if require_stable {
+        broker
+            .meta
+            .pending_txn_offsets(group)
+            .await
+            .map_err(|e| errors::meta_retriable(&e))?
+    } else {
+        Vec::new()
+    };
     let mut by_topic: HashMap<Uuid, Vec<PartitionOffset>> = HashMap::new();
     for (t, p, o) in committed {
         by_topic
             .entry(t)
             .or_default()
-            .push((p, o.offset, o.leader_epoch, o.metadata));
+            .push((p, o.offset, o.leader_epoch, o.metadata, None));
+    }
+    for (t, p) in pending {
+        let parts = by_topic.entry(t).or_default();
+        parts.retain(|(sp, ..)| *sp != p);
+        parts.push((p, -1, -1, None, Some(ResponseError::UnstableOffsetCommit)));
     }
     let mut out = Vec::new();
     match topics {
@@ -60,6 +76,7 @@ async fn fetch_group(
                             -1,
                             -1,
                             Some(String::new()),
+                            None,
                         ))
                     })
                     .collect();
@@ -92,30 +109,33 @@ pub async fn handle(
                     .collect::<Vec<_>>()
             });
             let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch_group(broker, &g.group_id.0, topics).await {
-                Ok(offsets) => r.with_topics(
-                    offsets
-                        .into_iter()
-                        .map(|(name, parts)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(name)
-                                .with_partitions(
-                                    parts
-                                        .into_iter()
-                                        .map(|(p, o, e, m)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(o)
-                                                .with_committed_leader_epoch(e)
-                                                .with_metadata(m.map(StrBytes::from_string))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-                Err(e) => r.with_error_code(e.code()),
-            });
+            groups.push(
+                match fetch_group(broker, &g.group_id.0, topics, req.require_stable).await {
+                    Ok(offsets) => r.with_topics(
+                        offsets
+                            .into_iter()
+                            .map(|(name, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(name)
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, o, e, m, err)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(m.map(StrBytes::from_string))
+                                                    .with_error_code(err.map_or(0, |e| e.code()))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => r.with_error_code(e.code()),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -124,7 +144,8 @@ pub async fn handle(
             .map(|t| (t.name, t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    match fetch_group(broker, &req.group_id.0, topics).await {
+    let require_stable = ctx.version >= 7 && req.require_stable;
+    match fetch_group(broker, &req.group_id.0, topics, require_stable).await {
         Ok(offsets) => OffsetFetchResponse::default().with_topics(
             offsets
                 .into_iter()
@@ -134,11 +155,12 @@ pub async fn handle(
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, o, e, m)| {
+                                .map(|(p, o, e, m, err)| {
                                     let mut r = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(o)
-                                        .with_metadata(m.map(StrBytes::from_string));
+                                        .with_metadata(m.map(StrBytes::from_string))
+                                        .with_error_code(err.map_or(0, |e| e.code()));
                                     if ctx.version >= 5 {
                                         r = r.with_committed_leader_epoch(e);
                                     }
