@@ -357,3 +357,83 @@ def test_coordinator_killed_mid_transaction(postgres_url, seaweedfs, tmp_path):
         for b in brokers:
             if b.alive():
                 b.stop()
+
+
+def test_admin_describes_and_lists_transactions_and_producers(make_broker):
+    """kafka-python's admin client: DescribeTransactions, ListTransactions (with filters)
+    and DescribeProducers show an open transaction, then its commit."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.errors import TransactionalIdNotFoundError
+
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "adm", 2)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce("adm", value=b"first", partition=1)
+    plain.flush(30)
+    p = txn_producer(broker.bootstrap, "tx-adm", **{"transaction.timeout.ms": 45000})
+    p.begin_transaction()
+    p.produce("adm", value=b"x", partition=1)
+    p.flush(30)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        d = admin.describe_transactions(["tx-adm"])["tx-adm"]
+        assert str(d.state.value) == "Ongoing"
+        assert d.transaction_timeout_ms == 45000
+        assert d.transaction_start_time_ms > 0
+        assert {(tp.topic, tp.partition) for tp in d.topic_partitions} == {("adm", 1)}
+        listed = [t for ts in admin.list_transactions().values() for t in ts]
+        assert [(t.transactional_id, t.producer_id) for t in listed] == [("tx-adm", d.producer_id)]
+        assert not [t for ts in admin.list_transactions(state_filters=["CompleteCommit"]).values()
+                    for t in ts]
+        assert [t.transactional_id
+                for ts in admin.list_transactions(transactional_id_pattern="tx-a.*").values()
+                for t in ts] == ["tx-adm"]
+        producers = admin.describe_producers([KTopicPartition("adm", 1)])[KTopicPartition("adm", 1)]
+        active = {s.producer_id: s for s in producers.active_producers}
+        assert active[d.producer_id].current_transaction_start_offset == 1
+        assert active[d.producer_id].producer_epoch == d.producer_epoch
+
+        p.commit_transaction(30)
+        d = admin.describe_transactions(["tx-adm"])["tx-adm"]
+        assert str(d.state.value) == "CompleteCommit" and not d.topic_partitions
+        producers = admin.describe_producers([KTopicPartition("adm", 1)])[KTopicPartition("adm", 1)]
+        active = {s.producer_id: s for s in producers.active_producers}
+        assert active[d.producer_id].current_transaction_start_offset == -1
+        with pytest.raises(TransactionalIdNotFoundError):
+            admin.describe_transactions(["no-such-id"])
+    finally:
+        admin.close()
+
+
+def test_producers_cannot_write_control_batches_or_stray_transactional_batches(make_broker):
+    """A control batch from a client is refused (INVALID_RECORD), and a transactional batch
+    for a partition that was never added to a transaction is refused (INVALID_TXN_STATE):
+    nothing is stored."""
+    import struct
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+    from kafka.record.util import calc_crc32c
+    from rawkafka import Conn, produce_v3
+
+    def raw_batch(transactional, control):
+        b = DefaultRecordBatchBuilder(magic=2, compression_type=0,
+                                      is_transactional=transactional, producer_id=4242,
+                                      producer_epoch=0, base_sequence=0, batch_size=1 << 20)
+        b.append(0, 1_700_000_000_000, b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00", [])
+        data = bytearray(b.build())
+        if control:
+            (attributes,) = struct.unpack(">h", data[21:23])
+            data[21:23] = struct.pack(">h", attributes | 0x20)
+            data[17:21] = struct.pack(">I", calc_crc32c(bytes(data[21:])))
+        return bytes(data)
+
+    broker = make_broker(FAST)
+    create_topic(broker.bootstrap, "raw-txn", 1)
+    conn = Conn(broker.bootstrap)
+    try:
+        assert produce_v3(conn, "raw-txn", 0, raw_batch(True, True))[0] == 87  # INVALID_RECORD
+        assert produce_v3(conn, "raw-txn", 0, raw_batch(True, False))[0] == 48  # INVALID_TXN_STATE
+        assert produce_v3(conn, "raw-txn", 0, raw_batch(False, False))[0] == 0
+    finally:
+        conn.close()
+    assert end_offsets(broker.bootstrap, "raw-txn", 1, "read_uncommitted") == {0: 1}
