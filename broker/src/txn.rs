@@ -416,6 +416,7 @@ impl Transactions {
     /// Finishes a decided transaction: markers into every partition, then the complete
     /// state (and the group offsets) in one metadata transaction.
     async fn complete(&self, record: &TxnRecord) -> Result<(), ResponseError> {
+        icestream_compactor::failpoint("txn.after_prepare");
         let commit = record.state == TxnState::PrepareCommit;
         let mut written = false;
         for attempt in 0..MARKER_ATTEMPTS {
@@ -434,6 +435,7 @@ impl Transactions {
             // Decided and durable: the timer finishes it. The producer retries.
             return Err(ResponseError::ConcurrentTransactions);
         }
+        icestream_compactor::failpoint("txn.after_markers");
         let mut next = record.clone();
         next.state = if commit {
             TxnState::CompleteCommit

@@ -437,3 +437,65 @@ def test_producers_cannot_write_control_batches_or_stray_transactional_batches(m
     finally:
         conn.close()
     assert end_offsets(broker.bootstrap, "raw-txn", 1, "read_uncommitted") == {0: 1}
+
+
+@pytest.mark.parametrize("point", ["txn.after_prepare", "txn.after_markers"])
+@pytest.mark.parametrize("commit", [True, False])
+def test_coordinator_crash_at_every_step_of_ending(tmp_path, point, commit):
+    """The broker dies after the decision is recorded (before any marker), or after the
+    markers (before the transaction is complete): once it is back, the decided outcome is
+    finished — committed records appear once, aborted ones never — and so are the
+    offsets sent with the transaction."""
+    import os
+    from helpers import Broker
+
+    broker = Broker(tmp_path / "broker", FAST).start()
+    create_topic(broker.bootstrap, "crash", 2)
+    create_topic(broker.bootstrap, "crash-in", 1)
+    p = txn_producer(broker.bootstrap, "tx-crash")
+    produce_txn(p, "crash", "a", 20, 2, commit=True)
+    broker.stop()
+    os.environ["ICESTREAM_TEST_FAILPOINT"] = point
+    try:
+        broker.start()
+    finally:
+        del os.environ["ICESTREAM_TEST_FAILPOINT"]
+    try:
+        p.begin_transaction()
+        for i in range(20):
+            p.produce("crash", value=f"b-{i}".encode(), partition=i % 2)
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "crash-group"})
+        p.send_offsets_to_transaction([TopicPartition("crash-in", 0, 42)],
+                                      consumer.consumer_group_metadata(), 30)
+        consumer.close()
+        with pytest.raises(KafkaException):
+            if commit:
+                p.commit_transaction(10)
+            else:
+                p.abort_transaction(10)
+        broker.proc.wait(timeout=60)
+        assert "failpoint " + point in broker.log()
+    finally:
+        del p
+    broker.start()
+    try:
+        want = expected(["a", "b"] if commit else ["a"], 20, 2)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            seen, _ = read_all(broker.bootstrap, "crash", 2, "read_committed")
+            if seen == want:
+                break
+            time.sleep(0.5)
+        assert seen == want
+        assert end_offsets(broker.bootstrap, "crash", 2, "read_committed") == \
+            end_offsets(broker.bootstrap, "crash", 2, "read_uncommitted")
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "crash-group"})
+        committed = c.committed([TopicPartition("crash-in", 0)], 10)[0].offset
+        c.close()
+        assert committed == (42 if commit else -1001)
+        table = wait_for_rows(sql_catalog(broker), "crash", 40 if commit else 20)
+        time.sleep(2)
+        table = rows(sql_catalog(broker), "crash")
+        assert sorted(v[1].decode() for v in table.values()) == sorted(sum(want.values(), []))
+    finally:
+        broker.stop()
