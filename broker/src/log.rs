@@ -289,8 +289,16 @@ impl Log {
         position: u64,
         length: u32,
     ) -> Result<Bytes, ReadError> {
+        // The cache holds what was read at this position, which may be a longer run than
+        // this entry (an entry the compactor narrowed to the batches kept in the WAL
+        // starts where the original did): whole batches, the same offsets, so the prefix.
         if let Some(b) = self.data.get(&(segment, position)) {
-            return Ok(b);
+            if b.len() == length as usize {
+                return Ok(b);
+            }
+            if b.len() > length as usize {
+                return Ok(b.slice(..length as usize));
+            }
         }
         let key = segment_key(segment);
         let raw = self

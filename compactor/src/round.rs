@@ -30,7 +30,7 @@ use icestream_catalog::table::{
 };
 use icestream_storage::batch::batches;
 use icestream_storage::meta::{
-    AbortedTxn, IndexEntry, Location, RoundFile, RoundIntent, TopicMeta,
+    AbortedTxn, IndexEntry, KeptRun, Location, RoundFile, RoundIntent, TopicMeta,
 };
 use icestream_storage::records::{decode_batch, Row};
 use icestream_storage::segment::segment_key;
@@ -73,7 +73,7 @@ impl RoundContext<'_> {
         };
         if has_commit(table, &intent.commit_id) {
             tracing::info!(topic = %topic.name, commit = %intent.commit_id, "compaction: finishing the index swap of a committed round");
-            self.swap(topic, &intent.files).await?;
+            self.swap(topic, &intent.files, &intent.kept).await?;
         } else {
             tracing::info!(topic = %topic.name, commit = %intent.commit_id, "compaction: discarding the files of a round that never committed");
             self.delete_files(&intent.files).await;
@@ -82,8 +82,13 @@ impl RoundContext<'_> {
         Ok(true)
     }
 
-    async fn swap(&self, topic: &TopicMeta, files: &[RoundFile]) -> Result<(), CompactError> {
-        let created = self.meta.swap_to_table(topic.id, files).await?;
+    async fn swap(
+        &self,
+        topic: &TopicMeta,
+        files: &[RoundFile],
+        kept: &[KeptRun],
+    ) -> Result<(), CompactError> {
+        let created = self.meta.swap_to_table(topic.id, files, kept).await?;
         failpoint("compactor.after_swap");
         self.notify_swapped(topic, created);
         Ok(())
@@ -172,7 +177,7 @@ impl RoundContext<'_> {
 
         failpoint("compactor.before_write");
         let commit_id = uuid::Uuid::now_v7().to_string();
-        let (data_files, round_files, rows) =
+        let (data_files, round_files, kept, rows) =
             self.write_files(&table, topic, &plan, &commit_id).await?;
         failpoint("compactor.after_write");
 
@@ -186,6 +191,7 @@ impl RoundContext<'_> {
             v: 1,
             commit_id: commit_id.clone(),
             files: round_files.clone(),
+            kept: kept.clone(),
         };
         self.meta.set_round_intent(topic.id, &intent).await?;
         let properties: HashMap<String, String> = [
@@ -223,7 +229,7 @@ impl RoundContext<'_> {
             self.meta.clear_round_intent(topic.id).await?;
             return Err(error);
         }
-        self.swap(topic, &round_files).await?;
+        self.swap(topic, &round_files, &kept).await?;
         report.rows = rows;
         report.bytes = plan
             .iter()
@@ -242,7 +248,7 @@ impl RoundContext<'_> {
         topic: &TopicMeta,
         plan: &[(i32, Vec<IndexEntry>)],
         commit_id: &str,
-    ) -> Result<(Vec<DataFile>, Vec<RoundFile>, u64), CompactError> {
+    ) -> Result<(Vec<DataFile>, Vec<RoundFile>, Vec<KeptRun>, u64), CompactError> {
         let out = TableWriter::new(
             table,
             self.config,
@@ -250,9 +256,14 @@ impl RoundContext<'_> {
         )?;
         let mut data_files = Vec::new();
         let mut round_files = Vec::new();
+        let mut all_kept = Vec::new();
         let mut total_rows = 0u64;
         for (p, entries) in plan {
-            let rows = self.read_rows(topic.id, *p, entries).await?;
+            let (rows, kept) = self.read_rows(topic.id, *p, entries).await?;
+            all_kept.extend(kept);
+            if rows.is_empty() {
+                continue;
+            }
             total_rows += rows.len() as u64;
             let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
             let batch = {
@@ -269,17 +280,18 @@ impl RoundContext<'_> {
                 data_files.push(file);
             }
         }
-        Ok((data_files, round_files, total_rows))
+        Ok((data_files, round_files, all_kept, total_rows))
     }
 
     /// The records of WAL index entries of a partition, in offset order, without control
-    /// batches and without the records of aborted transactions.
+    /// batches and without the records of aborted transactions; those batches (and any
+    /// that cannot be decoded) are returned as runs that stay in the WAL.
     async fn read_rows(
         &self,
         topic_id: uuid::Uuid,
         partition: i32,
         entries: &[IndexEntry],
-    ) -> Result<Vec<Row>, CompactError> {
+    ) -> Result<(Vec<Row>, Vec<KeptRun>), CompactError> {
         let aborted = match (entries.first(), entries.last()) {
             (Some(first), Some(last)) => {
                 self.meta
@@ -327,10 +339,16 @@ impl RoundContext<'_> {
         let entries = entries.to_vec();
         tokio::task::spawn_blocking(move || {
             let mut rows = Vec::new();
+            let mut kept = Vec::new();
             for (e, bytes) in entries.iter().zip(&data) {
-                rows.extend(entry_rows(e, bytes, &aborted));
+                let (r, k) = entry_rows(e, bytes, &aborted);
+                rows.extend(r);
+                kept.extend(k.into_iter().map(|mut k| {
+                    k.partition = partition;
+                    k
+                }));
             }
-            Ok(rows)
+            Ok((rows, kept))
         })
         .await
         .map_err(|e| CompactError::Corrupt(format!("decode task: {e}")))?
@@ -429,25 +447,58 @@ pub(crate) fn max_timestamp_ms(file: &DataFile) -> Option<i64> {
     }
 }
 
-/// The rows of one WAL index entry, in offset order. Stored bytes are not trusted: a batch
-/// that cannot be decoded is quarantined (counted, logged with its segment and offsets,
-/// left out of the table) and its offsets still count as folded, so one bad batch never
-/// fails the round or stalls the topic; rows outside the entry's offsets or out of order
-/// (a batch whose header disagreed with its records) are dropped. Batches of aborted
-/// transactions (`aborted`, the partition's aborted ranges) are left out, like control
-/// batches.
-pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes, aborted: &[AbortedTxn]) -> Vec<Row> {
-    let segment = match e.location {
-        Location::Wal { segment, .. } => segment.to_string(),
-        _ => String::new(),
+/// The rows of one WAL index entry, in offset order, and the runs of its batches that stay
+/// in the WAL: control batches (transaction markers), batches of aborted transactions
+/// (`aborted`, the partition's aborted ranges) and batches that cannot be decoded. Stored
+/// bytes are not trusted: an undecodable batch is quarantined (counted, logged with its
+/// segment and offsets, left out of the table, served from the WAL as it was stored), so
+/// one bad batch never fails the round or stalls the topic; rows outside the entry's
+/// offsets or out of order (a batch whose header disagreed with its records) are dropped.
+/// Kept runs are returned with partition 0; the caller sets it.
+pub(crate) fn entry_rows(
+    e: &IndexEntry,
+    bytes: &bytes::Bytes,
+    aborted: &[AbortedTxn],
+) -> (Vec<Row>, Vec<KeptRun>) {
+    let (segment, base_position) = match e.location {
+        Location::Wal {
+            segment, position, ..
+        } => (segment, position),
+        _ => (uuid::Uuid::nil(), 0),
     };
     let quarantine = |first: i64, last: i64, reason: &dyn std::fmt::Display| {
         crate::metrics::inc(&crate::metrics::QUARANTINED);
         tracing::error!(%segment, first_offset = first, last_offset = last, error = %reason, "compaction: quarantined a batch that cannot be decoded; its offsets are left out of the table");
     };
     let mut rows: Vec<Row> = Vec::new();
+    let mut kept: Vec<KeptRun> = Vec::new();
+    let mut keep = |first: i64, last: i64, at: usize, len: usize, max_timestamp: i64| {
+        let position = base_position + at as u64;
+        if let Some(k) = kept.last_mut() {
+            if k.last_offset + 1 == first && k.position + u64::from(k.length) == position {
+                k.last_offset = last;
+                k.length += len as u32;
+                k.batch_count += 1;
+                k.max_timestamp = k.max_timestamp.max(max_timestamp);
+                return;
+            }
+        }
+        kept.push(KeptRun {
+            partition: 0,
+            base_offset: first,
+            last_offset: last,
+            segment,
+            position,
+            length: len as u32,
+            batch_count: 1,
+            max_timestamp,
+        });
+    };
     let mut offset = e.base_offset;
-    for item in batches(bytes) {
+    let mut iter = batches(bytes);
+    loop {
+        let at = iter.position();
+        let Some(item) = iter.next() else { break };
         if offset > e.last_offset {
             quarantine(offset, offset, &"batches past the end of their index entry");
             break;
@@ -456,14 +507,18 @@ pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes, aborted: &[Aborte
             Ok(x) => x,
             Err(err) => {
                 quarantine(offset, e.last_offset, &err);
+                keep(offset, e.last_offset, at, bytes.len() - at, e.max_timestamp);
                 break;
             }
         };
         let end = offset
             .saturating_add(header.offset_span())
             .min(e.next_offset());
-        if header.is_transactional() && aborted.iter().any(|a| a.covers(header.producer_id, offset))
+        if header.is_control()
+            || (header.is_transactional()
+                && aborted.iter().any(|a| a.covers(header.producer_id, offset)))
         {
+            keep(offset, end - 1, at, batch.len(), header.max_timestamp);
             offset = end;
             continue;
         }
@@ -471,7 +526,7 @@ pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes, aborted: &[Aborte
             Ok(decoded) => {
                 let before = decoded.len();
                 let mut next = offset;
-                let kept: Vec<Row> = decoded
+                let kept_rows: Vec<Row> = decoded
                     .into_iter()
                     .filter(|r| {
                         let ok = r.offset >= next && r.offset < end;
@@ -481,14 +536,17 @@ pub(crate) fn entry_rows(e: &IndexEntry, bytes: &bytes::Bytes, aborted: &[Aborte
                         ok
                     })
                     .collect();
-                if kept.len() != before {
+                if kept_rows.len() != before {
                     quarantine(offset, end - 1, &"records outside their batch's offsets");
                 }
-                rows.extend(kept);
+                rows.extend(kept_rows);
             }
-            Err(err) => quarantine(offset, end - 1, &err),
+            Err(err) => {
+                quarantine(offset, end - 1, &err);
+                keep(offset, end - 1, at, batch.len(), header.max_timestamp);
+            }
         }
         offset = end;
     }
-    rows
+    (rows, kept)
 }

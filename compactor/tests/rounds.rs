@@ -312,6 +312,7 @@ async fn an_uncommitted_round_is_discarded() {
                     rows: 1,
                     max_timestamp: 0,
                 }],
+                kept: Vec::new(),
             },
         )
         .await
@@ -876,6 +877,27 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         ]
     );
 
+    // Every offset up to the last stable one has an index entry: rows in the table,
+    // markers and aborted records where they were in the WAL (for Kafka consumers).
+    let coverage = |entries: Vec<icestream_storage::meta::IndexEntry>| {
+        let mut next = 0;
+        let mut wal = Vec::new();
+        for e in entries {
+            assert_eq!(e.base_offset, next, "entries tile the log: {e:?}");
+            if matches!(e.location, Location::Wal { .. }) {
+                wal.extend(e.base_offset..=e.last_offset);
+            }
+            next = e.last_offset + 1;
+        }
+        (next, wal)
+    };
+    let entries = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    assert_eq!(coverage(entries), (9, vec![1, 2, 4, 5, 7, 8]));
+
     // The open transaction commits: the rest is folded.
     env.produce_batch(&topic, encode_marker(open, 0, MARKER_COMMIT, 0, now), 1)
         .await; // 9
@@ -888,4 +910,69 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         .map(|(o, _)| o)
         .collect();
     assert_eq!(values, vec![0, 3, 6, 7, 8]);
+    let entries = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    assert_eq!(coverage(entries), (10, vec![1, 2, 4, 5, 9]));
+}
+
+/// A rewrite merges files around the batches kept in the WAL between them (markers,
+/// aborted records): the index still covers every offset, rows from the merged file and
+/// the kept batches from the WAL.
+#[tokio::test]
+async fn rewrites_keep_the_wal_batches_between_merged_files() {
+    let mut env = env().await;
+    env.config.max_small_files = 2;
+    let topic = env.topic("txn-merge").await;
+    let ident = table_ident("kafka", "txn-merge").expect("ident");
+    let now = SystemClock.now_ms();
+    let mut wal = Vec::new();
+    let mut next = 0i64;
+    for round in 0..8 {
+        env.produce(&topic, &["a", "b"]).await;
+        next += 2;
+        let pid = begin_txn(&env, &topic, &format!("t{round}")).await;
+        let data = encode_as(&["x"], Compression::None, Some((pid, 0, 0)));
+        env.produce_batch(&topic, data, 1).await;
+        let kind = if round % 2 == 0 {
+            MARKER_ABORT
+        } else {
+            MARKER_COMMIT
+        };
+        env.produce_batch(&topic, encode_marker(pid, 0, kind, 0, now), 1)
+            .await;
+        if round % 2 == 0 {
+            wal.push(next);
+        }
+        wal.push(next + 1);
+        next += 2;
+        env.round().run(&topic).await.expect("round");
+    }
+    let report = env.round().rewrite(&topic).await.expect("rewrite");
+    assert!(report.files_in > 1, "{report:?}");
+    let values: Vec<i64> = table_values(&env, &ident)
+        .await
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    let expected: Vec<i64> = (0..next).filter(|o| !wal.contains(o)).collect();
+    assert_eq!(values, expected);
+    let entries = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    let mut covered = 0;
+    let mut kept = Vec::new();
+    for e in &entries {
+        assert_eq!(e.base_offset, covered, "entries tile the log: {entries:?}");
+        if matches!(e.location, Location::Wal { .. }) {
+            kept.extend(e.base_offset..=e.last_offset);
+        }
+        covered = e.last_offset + 1;
+    }
+    assert_eq!(covered, next);
+    assert_eq!(kept, wal);
 }

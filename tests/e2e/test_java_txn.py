@@ -121,9 +121,7 @@ def test_java_transactional_roundtrip(make_broker, tmp_path, java_ready):
     """Commit N, abort M, commit K records in three transactions of one producer: a
     read_committed consumer sees exactly the committed records, in order, and a
     read_uncommitted one sees all of them; librdkafka agrees."""
-    # Compaction off: read_uncommitted readers see aborted records only while they are in
-    # the WAL (the table never holds them), and this compares with Kafka's semantics.
-    broker = make_broker({"compaction": "false"})
+    broker = make_broker({"compaction_interval_ms": 300})
     topic, partitions, n, m, k = "java-txn", 3, 300, 200, 150
     create_topic(broker.bootstrap, topic, partitions)
     proc = javakit.run_kafka_program(
@@ -175,9 +173,7 @@ def test_java_consume_transform_produce(make_broker, tmp_path, java_ready):
     consumer group's offsets committed in one transaction (sendOffsetsToTransaction); an
     aborted batch is reprocessed. Output = every input exactly once; the group's committed
     offsets = the input's end."""
-    # Compaction off: read_uncommitted readers see aborted records only while they are in
-    # the WAL (the table never holds them), and this compares with Kafka's semantics.
-    broker = make_broker({"compaction": "false"})
+    broker = make_broker({"compaction_interval_ms": 300})
     src, dst, partitions, count = "ctp-in", "ctp-out", 2, 1000
     create_topic(broker.bootstrap, src, partitions)
     create_topic(broker.bootstrap, dst, partitions)

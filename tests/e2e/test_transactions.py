@@ -83,9 +83,14 @@ def expected(prefixes, n, partitions):
 
 def test_commit_abort_commit(make_broker):
     """read_committed sees exactly the committed records in order and reaches the end;
-    read_uncommitted sees all; the table holds exactly the committed records; after the
-    WAL is collected, read_committed consumers get the same answer from Parquet."""
-    broker = make_broker({**FAST, "segment_grace_ms": 10_000, "gc_interval_ms": 500})
+    read_uncommitted sees all, also once the log is folded into the table; the table holds
+    exactly the committed records, and consumers reading them back from Parquet get the
+    same answers."""
+    from helpers import free_port
+    from test_observability import get
+
+    admin = free_port()
+    broker = make_broker({**FAST, "admin_listen": f"127.0.0.1:{admin}"})
     create_topic(broker.bootstrap, "tx", 3)
     p = txn_producer(broker.bootstrap, "tx-commit-abort")
     produce_txn(p, "tx", "c1", 300, 3, commit=True)
@@ -99,37 +104,42 @@ def test_commit_abort_commit(make_broker):
     plain.flush(30)
 
     want = expected(["c1", "c2"], 300, 3)
+    everything = expected(["c1", "a1", "c2"], 300, 3)
     for part in range(3):
+        everything[part] += expected(["a2"], 30, 3)[part]
         want[part].append(f"plain-{part}")
-    committed, positions = read_all(broker.bootstrap, "tx", 3, "read_committed")
-    assert committed == want
-    # 100 + 100 + 100 + 10 records and 4 markers per partition, then the plain record.
-    assert positions == {part: 315 for part in range(3)}
-    assert end_offsets(broker.bootstrap, "tx", 3, "read_committed") == positions
-    # read_uncommitted: every committed record too (aborted ones only while they are in
-    # the WAL: the table never holds them).
-    uncommitted, _ = read_all(broker.bootstrap, "tx", 3, "read_uncommitted")
-    for part in range(3):
-        assert set(want[part]) <= set(uncommitted[part])
+        everything[part].append(f"plain-{part}")
 
+    def check():
+        committed, positions = read_all(broker.bootstrap, "tx", 3, "read_committed")
+        assert committed == want
+        # 100 + 100 + 100 + 10 records and 4 markers per partition, then the plain record.
+        assert positions == {part: 315 for part in range(3)}
+        assert end_offsets(broker.bootstrap, "tx", 3, "read_committed") == positions
+        uncommitted, positions = read_all(broker.bootstrap, "tx", 3, "read_uncommitted")
+        assert uncommitted == everything
+        assert positions == {part: 315 for part in range(3)}
+
+    check()
     # The table: committed records only, at their offsets.
-    table = wait_for_rows(sql_catalog(broker), "tx", 603)
+    wait_for_rows(sql_catalog(broker), "tx", 603)
     time.sleep(2)
     table = rows(sql_catalog(broker), "tx")
     assert len(table) == 603
     values = sorted(v[1].decode() for v in table.values())
     assert values == sorted(sum(want.values(), []))
-    assert not any(v.startswith("a") for v in values)
 
-    # Once the WAL is gone, the same answer comes from the table.
-    wal = Path(broker.data_dir) / "objects" / "wal"
-    deadline = time.time() + 60
-    while time.time() < deadline and any(wal.glob("*.seg")):
-        time.sleep(0.5)
-    assert not any(wal.glob("*.seg")), "WAL segments were not collected"
-    cold, cold_positions = read_all(broker.bootstrap, "tx", 3, "read_committed")
-    assert cold == want
-    assert cold_positions == positions
+    # Folded: the committed records now come from the table, the markers and aborted
+    # records from where they are in the WAL; consumers see no difference.
+    def table_reads():
+        lines = get(f"http://127.0.0.1:{admin}/metrics")[1].splitlines()
+        return sum(float(line.split()[-1]) for line in lines
+                   if line.startswith(("icestream_table_reads_total ",
+                                       "icestream_table_read_cache_hits_total ")))
+
+    before = table_reads()
+    check()
+    assert table_reads() > before, "the committed records were read from Parquet"
 
 
 def test_read_uncommitted_sees_aborted_records_in_the_wal(make_broker):
@@ -499,3 +509,39 @@ def test_coordinator_crash_at_every_step_of_ending(tmp_path, point, commit):
         assert sorted(v[1].decode() for v in table.values()) == sorted(sum(want.values(), []))
     finally:
         broker.stop()
+
+
+def test_markers_sharing_a_segment_with_records(make_broker):
+    """Markers and other records flushed into the same WAL segment: once folded, the
+    markers stay in the WAL and the records are in the table, and every consumer still
+    reads each record exactly once."""
+    import threading
+
+    broker = make_broker({**FAST, "flush_interval_ms": 200})
+    create_topic(broker.bootstrap, "mixed", 1)
+    p = txn_producer(broker.bootstrap, "tx-mixed")
+    plain = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    plain_values = []
+    for r in range(8):
+        p.begin_transaction()
+        p.produce("mixed", value=f"aborted-{r}".encode())
+        p.flush(30)
+
+        def send(r=r):
+            time.sleep(0.02)
+            for i in range(3):
+                plain.produce("mixed", value=f"plain-{r}-{i}".encode())
+            plain.flush(30)
+
+        t = threading.Thread(target=send)
+        t.start()
+        p.abort_transaction(30)
+        t.join()
+        plain_values += [f"plain-{r}-{i}" for i in range(3)]
+    wait_for_rows(sql_catalog(broker), "mixed", len(plain_values))
+    time.sleep(1)
+    for _ in range(2):  # the second time from the broker's caches
+        seen, _ = read_all(broker.bootstrap, "mixed", 1, "read_committed")
+        assert seen == {0: plain_values}
+        seen, _ = read_all(broker.bootstrap, "mixed", 1, "read_uncommitted")
+        assert sorted(seen[0]) == sorted(plain_values + [f"aborted-{r}" for r in range(8)])

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::keys;
-use super::segments::release_entries;
+use super::segments::{adjust_segments, release_entries};
 use super::values::{IndexEntry, Location, PartitionState};
 use super::{MetaError, MetaStore, Result};
 use crate::kv::{prefix_end, KvStoreExt};
@@ -58,6 +58,79 @@ struct Lease {
     expires_ms: i64,
 }
 
+/// Batches of one partition a compaction round left out of the table — transaction
+/// markers, records of aborted transactions, batches that could not be decoded — which
+/// stay readable where they are in their WAL segment, as Kafka consumers expect (markers
+/// for read_committed readers, aborted records for read_uncommitted ones).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeptRun {
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub segment: Uuid,
+    pub position: u64,
+    pub length: u32,
+    pub batch_count: u32,
+    pub max_timestamp: i64,
+}
+
+impl KeptRun {
+    pub fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            location: Location::Wal {
+                segment: self.segment,
+                position: self.position,
+                length: self.length,
+            },
+            batch_count: self.batch_count,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+}
+
+/// Index entries for a data file holding rows `f.first_offset..=f.last_offset`, around the
+/// kept WAL runs inside that range: one entry per stretch between them, each with its
+/// share of the file's rows and of `bytes`.
+fn file_entries(f: &RoundFile, kept: &[(i64, i64)], bytes: u64) -> Vec<IndexEntry> {
+    let mut stretches = Vec::new();
+    let mut start = f.first_offset;
+    let mut inside: Vec<(i64, i64)> = kept
+        .iter()
+        .copied()
+        .filter(|&(b, l)| l >= f.first_offset && b <= f.last_offset)
+        .collect();
+    inside.sort_unstable();
+    for (b, l) in inside {
+        if b > start {
+            stretches.push((start, b - 1));
+        }
+        start = start.max(l + 1);
+    }
+    if start <= f.last_offset {
+        stretches.push((start, f.last_offset));
+    }
+    let span = (f.last_offset - f.first_offset + 1).max(1) as u64;
+    stretches
+        .into_iter()
+        .map(|(b, l)| {
+            let share = (l - b + 1) as u64;
+            IndexEntry {
+                base_offset: b,
+                last_offset: l,
+                location: Location::Table {
+                    file: f.file.clone(),
+                    rows: ((u64::from(f.rows) * share).div_ceil(span)).max(1) as u32,
+                    bytes: bytes * share / span,
+                },
+                batch_count: 1,
+                max_timestamp: f.max_timestamp,
+            }
+        })
+        .collect()
+}
+
 /// One data file a compaction round wrote: a run of one partition's offsets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RoundFile {
@@ -77,6 +150,9 @@ pub struct RoundIntent {
     pub v: u32,
     pub commit_id: String,
     pub files: Vec<RoundFile>,
+    /// Batches left out of the table that stay in the WAL (absent in older intents).
+    #[serde(default)]
+    pub kept: Vec<KeptRun>,
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
@@ -226,16 +302,22 @@ impl MetaStore {
 
     /// Points the index at a committed round's data files: for each partition, in its own
     /// transaction (so appends to the topic never wait behind one large swap), the WAL
-    /// entries covering the files' offsets are replaced by one entry per file and their
-    /// segments released; then the intent is cleared. Idempotent: entries already swapped
-    /// are left alone, so a swap interrupted between partitions is finished by running it
-    /// again (the intent stays until every partition is done). Returns the new entries.
+    /// entries covering the round's offsets are replaced by entries for the files (around
+    /// the `kept` runs, which stay WAL entries of their own) and their segments released;
+    /// then the intent is cleared. Idempotent: entries already swapped are left alone, so a
+    /// swap interrupted between partitions is finished by running it again (the intent
+    /// stays until every partition is done). Returns the new entries.
     pub async fn swap_to_table(
         &self,
         topic_id: Uuid,
         files: &[RoundFile],
+        kept: &[KeptRun],
     ) -> Result<Vec<(i32, IndexEntry)>> {
-        let mut partitions: Vec<i32> = files.iter().map(|f| f.partition).collect();
+        let mut partitions: Vec<i32> = files
+            .iter()
+            .map(|f| f.partition)
+            .chain(kept.iter().map(|k| k.partition))
+            .collect();
         partitions.sort_unstable();
         partitions.dedup();
         let mut created = Vec::new();
@@ -243,8 +325,9 @@ impl MetaStore {
             let mut mine: Vec<RoundFile> =
                 files.iter().filter(|f| f.partition == p).cloned().collect();
             mine.sort_by_key(|f| f.first_offset);
+            let runs: Vec<KeptRun> = kept.iter().filter(|k| k.partition == p).cloned().collect();
             created.extend(
-                self.swap_partition(topic_id, p, mine)
+                self.swap_partition(topic_id, p, mine, runs)
                     .await?
                     .into_iter()
                     .map(|e| (p, e)),
@@ -259,16 +342,24 @@ impl MetaStore {
         topic_id: Uuid,
         p: i32,
         mine: Vec<RoundFile>,
+        kept: Vec<KeptRun>,
     ) -> Result<Vec<IndexEntry>> {
         let now = self.now_ms();
         self.kv
             .transact(|tx| {
-                let mine = mine.clone();
+                let (mine, kept) = (mine.clone(), kept.clone());
                 Box::pin(async move {
-                    let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+                    let bounds = mine
+                        .iter()
+                        .map(|f| (f.first_offset, f.last_offset))
+                        .chain(kept.iter().map(|k| (k.base_offset, k.last_offset)));
+                    let (Some(start), Some(end)) = (
+                        bounds.clone().map(|(b, _)| b).min(),
+                        bounds.map(|(_, l)| l).max(),
+                    ) else {
                         return Ok(Vec::new());
                     };
-                    let (start, end) = (first.first_offset, last.last_offset);
+                    let kept_entries: Vec<IndexEntry> = kept.iter().map(KeptRun::entry).collect();
                     let begin = keys::index(topic_id, p, start);
                     let stop = prefix_end(&keys::index(topic_id, p, end));
                     let rows = tx.get_range(&begin, &stop, 0, false).await?;
@@ -276,7 +367,9 @@ impl MetaStore {
                     for (k, v) in &rows {
                         let e =
                             IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
-                        if matches!(e.location, Location::Table { .. }) {
+                        if matches!(e.location, Location::Table { .. }) || kept_entries.contains(&e)
+                        {
+                            // Already swapped (a swap run again after a crash).
                             continue;
                         }
                         if e.base_offset < start {
@@ -293,33 +386,35 @@ impl MetaStore {
                     if old.is_empty() {
                         return Ok(Vec::new());
                     }
-                    let total_bytes: u64 = old.iter().map(|(_, e)| e.size_bytes()).sum();
+                    let kept_bytes: u64 = kept_entries.iter().map(IndexEntry::size_bytes).sum();
+                    let total_bytes: u64 = old
+                        .iter()
+                        .map(|(_, e)| e.size_bytes())
+                        .sum::<u64>()
+                        .saturating_sub(kept_bytes);
                     let total_rows: u64 =
                         mine.iter().map(|f| u64::from(f.rows)).sum::<u64>().max(1);
                     for (k, _) in &old {
                         tx.clear(k);
                     }
                     let removed: Vec<IndexEntry> = old.into_iter().map(|(_, e)| e).collect();
-                    release_entries(tx, &removed, now).await?;
-                    let mut created = Vec::with_capacity(mine.len());
-                    for f in mine {
-                        let entry = IndexEntry {
-                            base_offset: f.first_offset,
-                            last_offset: f.last_offset,
-                            location: Location::Table {
-                                file: f.file.clone(),
-                                rows: f.rows,
-                                bytes: total_bytes * u64::from(f.rows) / total_rows,
-                            },
-                            batch_count: 1,
-                            max_timestamp: f.max_timestamp,
-                        };
+                    adjust_segments(tx, &removed, &kept_entries, now).await?;
+                    let kept_ranges: Vec<(i64, i64)> = kept_entries
+                        .iter()
+                        .map(|e| (e.base_offset, e.last_offset))
+                        .collect();
+                    let mut created = kept_entries;
+                    for f in &mine {
+                        let bytes = total_bytes * u64::from(f.rows) / total_rows;
+                        created.extend(file_entries(f, &kept_ranges, bytes));
+                    }
+                    for entry in &created {
                         tx.set(
                             &keys::index(topic_id, p, entry.last_offset),
                             &entry.encode(),
                         );
-                        created.push(entry);
                     }
+                    created.sort_by_key(|e| e.base_offset);
                     Ok(created)
                 })
             })
@@ -390,12 +485,15 @@ async fn swap_group(
     let stop = prefix_end(&keys::index(topic_id, p, last.last_offset));
     let rows = tx.get_range(&begin, &stop, 0, false).await?;
     let mut old = Vec::new();
+    let mut kept = Vec::new();
     for (k, v) in &rows {
         let e = IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
         match &e.location {
             Location::Table { file, .. } if group.removed.contains(file) => old.push((k.clone(), e)),
             // Already moved (a swap interrupted and run again).
             Location::Table { file, .. } if added.iter().any(|f| &f.file == file) => {}
+            // Batches kept in the WAL between the rewritten files stay where they are.
+            Location::Wal { .. } => kept.push((e.base_offset, e.last_offset)),
             _ => {
                 return Err(MetaError::Corrupt {
                     what: "index entry",
@@ -421,26 +519,19 @@ async fn swap_group(
         tx.clear(k);
     }
     let mut created = Vec::with_capacity(added.len());
-    for f in added {
+    for mut f in added {
         if f.last_offset < start {
             continue;
         }
-        let entry = IndexEntry {
-            base_offset: f.first_offset.max(start),
-            last_offset: f.last_offset,
-            location: Location::Table {
-                file: f.file.clone(),
-                rows: f.rows,
-                bytes: total_bytes * u64::from(f.rows) / total_rows,
-            },
-            batch_count: 1,
-            max_timestamp: f.max_timestamp,
-        };
-        tx.set(
-            &keys::index(topic_id, p, entry.last_offset),
-            &entry.encode(),
-        );
-        created.push(entry);
+        f.first_offset = f.first_offset.max(start);
+        let bytes = total_bytes * u64::from(f.rows) / total_rows;
+        for entry in file_entries(&f, &kept, bytes) {
+            tx.set(
+                &keys::index(topic_id, p, entry.last_offset),
+                &entry.encode(),
+            );
+            created.push(entry);
+        }
     }
     Ok(created)
 }

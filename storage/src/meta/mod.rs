@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
 pub use brokers::BrokerRecord;
-pub use compaction::{RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
+pub use compaction::{KeptRun, RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
     AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,

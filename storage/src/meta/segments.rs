@@ -25,13 +25,27 @@ pub(crate) async fn release_entries(
     entries: &[IndexEntry],
     now: i64,
 ) -> Result<()> {
-    let mut released: HashMap<Uuid, u32> = HashMap::new();
-    for e in entries {
-        if let Location::Wal { segment, .. } = &e.location {
-            *released.entry(*segment).or_default() += 1;
+    adjust_segments(tx, entries, &[], now).await
+}
+
+/// Counts index entries out of (`removed`) and into (`added`) the segments they point at,
+/// marking segments no entry points at any more as unreferenced since `now`.
+pub(crate) async fn adjust_segments(
+    tx: &mut dyn KvTxn,
+    removed: &[IndexEntry],
+    added: &[IndexEntry],
+    now: i64,
+) -> Result<()> {
+    let mut delta: HashMap<Uuid, i64> = HashMap::new();
+    for (entries, sign) in [(removed, -1), (added, 1)] {
+        for e in entries {
+            if let Location::Wal { segment, .. } = &e.location {
+                *delta.entry(*segment).or_default() += sign;
+            }
         }
     }
-    let ids: Vec<Uuid> = released.keys().copied().collect();
+    delta.retain(|_, d| *d != 0);
+    let ids: Vec<Uuid> = delta.keys().copied().collect();
     let keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::segment(*id)).collect();
     let values = tx.get_many(&keys).await?;
     for ((id, key), value) in ids.iter().zip(&keys).zip(values) {
@@ -40,9 +54,12 @@ pub(crate) async fn release_entries(
             continue;
         };
         let mut record = SegmentRecord::decode(&value)?;
-        record.live_entries = record.live_entries.saturating_sub(released[id]);
+        let live = (i64::from(record.live_entries) + delta[id]).clamp(0, i64::from(u32::MAX));
+        record.live_entries = live as u32;
         if record.live_entries == 0 && record.unreferenced_ms < 0 {
             record.unreferenced_ms = now;
+        } else if record.live_entries > 0 {
+            record.unreferenced_ms = -1;
         }
         tx.set(key, &record.encode());
     }

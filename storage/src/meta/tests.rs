@@ -611,15 +611,16 @@ pub(super) async fn swap_replaces_wal_entries_and_releases_segments(
         v: 1,
         commit_id: "c1".into(),
         files: files.clone(),
+        kept: Vec::new(),
     };
     meta.set_round_intent(t.id, &intent).await.expect("intent");
     assert_eq!(meta.round_intent(t.id).await.expect("read"), Some(intent));
-    let created = meta.swap_to_table(t.id, &files).await.expect("swap");
+    let created = meta.swap_to_table(t.id, &files, &[]).await.expect("swap");
     assert_eq!(created.len(), 2);
     assert_eq!(meta.round_intent(t.id).await.expect("read"), None);
     // Idempotent.
     assert!(meta
-        .swap_to_table(t.id, &files)
+        .swap_to_table(t.id, &files, &[])
         .await
         .expect("again")
         .is_empty());
