@@ -22,7 +22,8 @@ use iceberg::table::Table;
 use iceberg::writer::IcebergWriter;
 use icestream_catalog::commit::FileChange;
 use icestream_catalog::table::{
-    current_offsets_properties, has_commit, table_ident, FIELD_OFFSET, SUMMARY_COMMIT_ID,
+    committed_offsets, current_offsets_properties, has_commit, table_ident, FIELD_OFFSET,
+    SUMMARY_COMMIT_ID,
 };
 use icestream_storage::meta::{RewriteGroup, RewriteIntent, RoundFile, TopicMeta};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
@@ -278,7 +279,11 @@ impl RoundContext<'_> {
         }
 
         let commit_id = uuid::Uuid::now_v7().to_string();
-        let (data_files, groups) = self.write_rewrite(&table, topic, &plan, &commit_id).await?;
+        let (data_files, mut groups) = self.write_rewrite(&table, topic, &plan, &commit_id).await?;
+        let committed = committed_offsets(&table).await?;
+        for g in &mut groups {
+            g.until = committed.get(&g.partition).copied();
+        }
         failpoint("compactor.rewrite.after_write");
         let intent = RewriteIntent {
             v: 1,
@@ -394,6 +399,7 @@ impl RoundContext<'_> {
                 partition: *p,
                 removed: bin.iter().map(|f| f.path.clone()).collect(),
                 added,
+                until: None,
             });
         }
         Ok((data_files, groups))

@@ -28,7 +28,7 @@ use icestream_catalog::table::{
     committed_offsets, ensure_table, has_commit, offsets_property, FIELD_OFFSET, FIELD_TIMESTAMP,
     SUMMARY_COMMIT_ID,
 };
-use icestream_storage::batch::batches;
+use icestream_storage::batch::{batches, control_type, MARKER_COMMIT};
 use icestream_storage::meta::{
     AbortedTxn, IndexEntry, KeptRun, Location, RoundFile, RoundIntent, TopicMeta,
 };
@@ -264,6 +264,12 @@ impl RoundContext<'_> {
             if rows.is_empty() {
                 continue;
             }
+            // The files' index entries tile the round's offsets (around the kept runs):
+            // commit markers, which no consumer needs, are covered by the file entries.
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                continue;
+            };
+            let range = (first.base_offset, last.last_offset);
             total_rows += rows.len() as u64;
             let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
             let batch = {
@@ -275,10 +281,12 @@ impl RoundContext<'_> {
             };
             let mut writer = out.partition(*p).await?;
             writer.write(batch).await?;
+            let mut files = Vec::new();
             for file in writer.close().await? {
-                round_files.push(round_file(*p, &file, max_timestamp)?);
+                files.push(round_file(*p, &file, max_timestamp)?);
                 data_files.push(file);
             }
+            round_files.extend(tile(files, range));
         }
         Ok((data_files, round_files, all_kept, total_rows))
     }
@@ -340,13 +348,20 @@ impl RoundContext<'_> {
         tokio::task::spawn_blocking(move || {
             let mut rows = Vec::new();
             let mut kept = Vec::new();
+            let mut commits = Vec::new();
             for (e, bytes) in entries.iter().zip(&data) {
-                let (r, k) = entry_rows(e, bytes, &aborted);
-                rows.extend(r);
-                kept.extend(k.into_iter().map(|mut k| {
-                    k.partition = partition;
-                    k
-                }));
+                let out = entry_rows(e, bytes, &aborted);
+                rows.extend(out.rows);
+                kept.extend(out.kept);
+                commits.extend(out.commit_markers);
+            }
+            if rows.is_empty() {
+                // No file to cover the commit markers: they stay in the WAL too.
+                kept.extend(commits);
+                kept.sort_by_key(|k| k.base_offset);
+            }
+            for k in &mut kept {
+                k.partition = partition;
             }
             Ok((rows, kept))
         })
@@ -454,12 +469,14 @@ pub(crate) fn max_timestamp_ms(file: &DataFile) -> Option<i64> {
 /// segment and offsets, left out of the table, served from the WAL as it was stored), so
 /// one bad batch never fails the round or stalls the topic; rows outside the entry's
 /// offsets or out of order (a batch whose header disagreed with its records) are dropped.
-/// Kept runs are returned with partition 0; the caller sets it.
+/// Commit markers are returned apart: consumers need no commit marker, so the table's
+/// entries cover them, unless the entry has no rows at all. Runs are returned with
+/// partition 0; the caller sets it.
 pub(crate) fn entry_rows(
     e: &IndexEntry,
     bytes: &bytes::Bytes,
     aborted: &[AbortedTxn],
-) -> (Vec<Row>, Vec<KeptRun>) {
+) -> EntryRows {
     let (segment, base_position) = match e.location {
         Location::Wal {
             segment, position, ..
@@ -471,8 +488,11 @@ pub(crate) fn entry_rows(
         tracing::error!(%segment, first_offset = first, last_offset = last, error = %reason, "compaction: quarantined a batch that cannot be decoded; its offsets are left out of the table");
     };
     let mut rows: Vec<Row> = Vec::new();
-    let mut kept: Vec<KeptRun> = Vec::new();
-    let mut keep = |first: i64, last: i64, at: usize, len: usize, max_timestamp: i64| {
+    let mut runs: [Vec<KeptRun>; 2] = [Vec::new(), Vec::new()];
+    const KEEP: usize = 0;
+    const COMMIT: usize = 1;
+    let mut keep = |to: usize, first: i64, last: i64, at: usize, len: usize, max_timestamp: i64| {
+        let kept = &mut runs[to];
         let position = base_position + at as u64;
         if let Some(k) = kept.last_mut() {
             if k.last_offset + 1 == first && k.position + u64::from(k.length) == position {
@@ -507,18 +527,33 @@ pub(crate) fn entry_rows(
             Ok(x) => x,
             Err(err) => {
                 quarantine(offset, e.last_offset, &err);
-                keep(offset, e.last_offset, at, bytes.len() - at, e.max_timestamp);
+                keep(
+                    KEEP,
+                    offset,
+                    e.last_offset,
+                    at,
+                    bytes.len() - at,
+                    e.max_timestamp,
+                );
                 break;
             }
         };
         let end = offset
             .saturating_add(header.offset_span())
             .min(e.next_offset());
-        if header.is_control()
-            || (header.is_transactional()
-                && aborted.iter().any(|a| a.covers(header.producer_id, offset)))
+        if header.is_control() {
+            let to = if control_type(&batch) == Some(MARKER_COMMIT) {
+                COMMIT
+            } else {
+                KEEP
+            };
+            keep(to, offset, end - 1, at, batch.len(), header.max_timestamp);
+            offset = end;
+            continue;
+        }
+        if header.is_transactional() && aborted.iter().any(|a| a.covers(header.producer_id, offset))
         {
-            keep(offset, end - 1, at, batch.len(), header.max_timestamp);
+            keep(KEEP, offset, end - 1, at, batch.len(), header.max_timestamp);
             offset = end;
             continue;
         }
@@ -543,10 +578,42 @@ pub(crate) fn entry_rows(
             }
             Err(err) => {
                 quarantine(offset, end - 1, &err);
-                keep(offset, end - 1, at, batch.len(), header.max_timestamp);
+                keep(KEEP, offset, end - 1, at, batch.len(), header.max_timestamp);
             }
         }
         offset = end;
     }
-    (rows, kept)
+    let [kept, commit_markers] = runs;
+    EntryRows {
+        rows,
+        kept,
+        commit_markers,
+    }
+}
+
+/// What one WAL index entry holds, as the fold sees it.
+pub(crate) struct EntryRows {
+    pub rows: Vec<Row>,
+    /// Batches that stay in the WAL.
+    pub kept: Vec<KeptRun>,
+    /// Commit markers.
+    pub commit_markers: Vec<KeptRun>,
+}
+
+/// Stretches the index ranges of a partition's data files (in offset order, each from its
+/// first to its last row) to tile `range`: offsets without rows (commit markers, and the
+/// kept runs, which the index carves out again) belong to the file before them, or to the
+/// first file.
+pub(crate) fn tile(mut files: Vec<RoundFile>, range: (i64, i64)) -> Vec<RoundFile> {
+    files.sort_by_key(|f| f.first_offset);
+    let n = files.len();
+    let mut next = range.0;
+    for (i, f) in files.iter_mut().enumerate() {
+        f.first_offset = next;
+        if i + 1 == n {
+            f.last_offset = f.last_offset.max(range.1);
+        }
+        next = f.last_offset + 1;
+    }
+    files
 }

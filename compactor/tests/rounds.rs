@@ -683,6 +683,7 @@ async fn an_uncommitted_rewrite_is_discarded_and_a_committed_one_finished() {
                 rows: 3,
                 max_timestamp: 0,
             }],
+            until: None,
         }],
     };
     env.meta
@@ -864,8 +865,30 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         .expect("state")
         .expect("partition");
     assert_eq!((state.high_watermark, state.last_stable_offset()), (9, 7));
+    let segment_of: HashMap<i64, uuid::Uuid> = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index")
+        .into_iter()
+        .filter_map(|e| match e.location {
+            Location::Wal { segment, .. } => Some((e.base_offset, segment)),
+            Location::Table { .. } => None,
+        })
+        .collect();
 
     env.round().run(&topic).await.expect("round");
+    // Segments of folded records and commit markers are released; those holding aborted
+    // records and their markers stay referenced.
+    for (offset, live) in [(0, 0), (1, 1), (3, 0), (4, 1), (5, 0), (6, 0), (7, 1)] {
+        let record = env
+            .meta
+            .segment_record(segment_of[&offset])
+            .await
+            .expect("segment")
+            .expect("record");
+        assert_eq!(record.live_entries, live, "segment of offset {offset}");
+    }
     let table = env.catalog.load_table(&ident).await.expect("table");
     assert_eq!(committed_offsets(&table).await.expect("offsets")[&0], 7);
     assert_eq!(
@@ -877,8 +900,9 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         ]
     );
 
-    // Every offset up to the last stable one has an index entry: rows in the table,
-    // markers and aborted records where they were in the WAL (for Kafka consumers).
+    // Every offset up to the last stable one has an index entry: rows in the table
+    // (commit markers too, read as nothing), aborted records and their markers where they
+    // were in the WAL (for Kafka consumers).
     let coverage = |entries: Vec<icestream_storage::meta::IndexEntry>| {
         let mut next = 0;
         let mut wal = Vec::new();
@@ -896,7 +920,7 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         .index_entries(topic.id, 0, 0, 0)
         .await
         .expect("index");
-    assert_eq!(coverage(entries), (9, vec![1, 2, 4, 5, 7, 8]));
+    assert_eq!(coverage(entries), (9, vec![1, 2, 4, 7, 8]));
 
     // The open transaction commits: the rest is folded.
     env.produce_batch(&topic, encode_marker(open, 0, MARKER_COMMIT, 0, now), 1)
@@ -915,7 +939,7 @@ async fn folds_stop_at_the_last_stable_offset_and_leave_out_aborted_records() {
         .index_entries(topic.id, 0, 0, 0)
         .await
         .expect("index");
-    assert_eq!(coverage(entries), (10, vec![1, 2, 4, 5, 9]));
+    assert_eq!(coverage(entries), (10, vec![1, 2, 4]));
 }
 
 /// A rewrite merges files around the batches kept in the WAL between them (markers,
@@ -944,9 +968,10 @@ async fn rewrites_keep_the_wal_batches_between_merged_files() {
         env.produce_batch(&topic, encode_marker(pid, 0, kind, 0, now), 1)
             .await;
         if round % 2 == 0 {
+            // The aborted record and its marker; commit markers are covered by the table.
             wal.push(next);
+            wal.push(next + 1);
         }
-        wal.push(next + 1);
         next += 2;
         env.round().run(&topic).await.expect("round");
     }
@@ -957,7 +982,10 @@ async fn rewrites_keep_the_wal_batches_between_merged_files() {
         .into_iter()
         .map(|(o, _)| o)
         .collect();
-    let expected: Vec<i64> = (0..next).filter(|o| !wal.contains(o)).collect();
+    let markers: Vec<i64> = (0..8).map(|r| r * 4 + 3).collect();
+    let expected: Vec<i64> = (0..next)
+        .filter(|o| !wal.contains(o) && !markers.contains(o))
+        .collect();
     assert_eq!(values, expected);
     let entries = env
         .meta

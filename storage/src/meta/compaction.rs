@@ -41,6 +41,11 @@ pub struct RewriteGroup {
     /// URLs of the data files replaced.
     pub removed: Vec<String>,
     pub added: Vec<RoundFile>,
+    /// The partition's next offset to fold when the rewrite was planned: the replaced
+    /// files' index entries (which may reach past their last row, over commit markers)
+    /// all lie below it.
+    #[serde(default)]
+    pub until: Option<i64>,
 }
 
 /// A file rewrite about to commit: if its `replace` snapshot (tagged `commit_id`) is in the
@@ -475,34 +480,80 @@ async fn swap_group(
     topic_id: Uuid,
     group: RewriteGroup,
 ) -> Result<Vec<IndexEntry>> {
+    /// Index entries read per page while looking for the replaced files' entries.
+    const PAGE: usize = 256;
     let mut added = group.added;
     added.sort_by_key(|f| f.first_offset);
     let (Some(first), Some(last)) = (added.first(), added.last()) else {
         return Ok(Vec::new());
     };
     let p = group.partition;
-    let begin = keys::index(topic_id, p, first.first_offset);
-    let stop = prefix_end(&keys::index(topic_id, p, last.last_offset));
-    let rows = tx.get_range(&begin, &stop, 0, false).await?;
+    // The replaced files' entries, from their first row on, with the WAL runs kept between
+    // them; past their last row only while more of their entries follow.
+    let until = group
+        .until
+        .unwrap_or(last.last_offset + 1)
+        .max(last.last_offset + 1);
+    let end = keys::index(topic_id, p, until);
     let mut old = Vec::new();
     let mut kept = Vec::new();
-    for (k, v) in &rows {
-        let e = IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
-        match &e.location {
-            Location::Table { file, .. } if group.removed.contains(file) => old.push((k.clone(), e)),
-            // Already moved (a swap interrupted and run again).
-            Location::Table { file, .. } if added.iter().any(|f| &f.file == file) => {}
-            // Batches kept in the WAL between the rewritten files stay where they are.
-            Location::Wal { .. } => kept.push((e.base_offset, e.last_offset)),
-            _ => {
-                return Err(MetaError::Corrupt {
-                    what: "index entry",
-                    reason: format!(
-                        "entry {}..={} inside rewritten offsets {}..={} is not one of the rewritten files",
-                        e.base_offset, e.last_offset, first.first_offset, last.last_offset
-                    ),
-                })
+    let mut pending_wal = Vec::new();
+    // Before their first row: entries that reach back over commit markers and kept runs.
+    let floor = keys::index_prefix(topic_id, p);
+    let mut below = keys::index(topic_id, p, first.first_offset);
+    'back: loop {
+        let rows = tx.get_range(&floor, &below, PAGE, true).await?;
+        for (k, v) in &rows {
+            let e = IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+            match &e.location {
+                Location::Table { file, .. } if group.removed.contains(file) => {
+                    kept.append(&mut pending_wal);
+                    old.push((k.clone(), e));
+                }
+                Location::Wal { .. } => pending_wal.push((e.base_offset, e.last_offset)),
+                _ => break 'back,
             }
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == PAGE => below = k.to_vec(),
+            _ => break,
+        }
+    }
+    pending_wal.clear();
+    let mut from = keys::index(topic_id, p, first.first_offset);
+    'scan: loop {
+        let rows = tx.get_range(&from, &end, PAGE, false).await?;
+        for (k, v) in &rows {
+            let e = IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
+            match &e.location {
+                Location::Table { file, .. } if group.removed.contains(file) => {
+                    kept.append(&mut pending_wal);
+                    old.push((k.clone(), e));
+                }
+                // Already moved (a swap interrupted and run again).
+                Location::Table { file, .. } if added.iter().any(|f| &f.file == file) => {
+                    kept.append(&mut pending_wal);
+                }
+                // Batches kept in the WAL between the rewritten files stay where they are.
+                Location::Wal { .. } => pending_wal.push((e.base_offset, e.last_offset)),
+                Location::Table { .. } if e.base_offset > last.last_offset => break 'scan,
+                Location::Table { .. } => {
+                    return Err(MetaError::Corrupt {
+                        what: "index entry",
+                        reason: format!(
+                            "entry {}..={} inside rewritten offsets {}..={} is not one of the rewritten files",
+                            e.base_offset, e.last_offset, first.first_offset, last.last_offset
+                        ),
+                    })
+                }
+            }
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == PAGE => {
+                from = k.to_vec();
+                from.push(0);
+            }
+            _ => break,
         }
     }
     if old.is_empty() {
@@ -518,12 +569,25 @@ async fn swap_group(
     for (k, _) in &old {
         tx.clear(k);
     }
-    let mut created = Vec::with_capacity(added.len());
-    for mut f in added {
-        if f.last_offset < start {
-            continue;
+    let end = old
+        .iter()
+        .map(|(_, e)| e.last_offset)
+        .max()
+        .unwrap_or(last.last_offset);
+    // The new files' entries tile what the old ones covered, around the kept runs.
+    let added: Vec<RoundFile> = added
+        .into_iter()
+        .filter(|f| f.last_offset >= start)
+        .collect();
+    let n = added.len();
+    let mut next = start;
+    let mut created = Vec::with_capacity(n);
+    for (i, mut f) in added.into_iter().enumerate() {
+        f.first_offset = next;
+        if i + 1 == n {
+            f.last_offset = f.last_offset.max(end);
         }
-        f.first_offset = f.first_offset.max(start);
+        next = f.last_offset + 1;
         let bytes = total_bytes * u64::from(f.rows) / total_rows;
         for entry in file_entries(&f, &kept, bytes) {
             tx.set(
