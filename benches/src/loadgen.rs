@@ -281,7 +281,11 @@ fn main() -> anyhow::Result<()> {
             .set("linger.ms", args.linger_ms.to_string())
             .set(
                 "enable.idempotence",
-                if args.idempotence { "true" } else { "false" },
+                if args.idempotence || args.transaction_ms > 0 {
+                    "true"
+                } else {
+                    "false"
+                },
             )
             .set("queue.buffering.max.kbytes", "1048576")
             .set("batch.size", "1000000")
