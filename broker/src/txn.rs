@@ -50,6 +50,8 @@ const ORPHAN_AFTER_MS: i64 = 3_000;
 const ATTEMPTS: usize = 8;
 /// Marker writes attempted before the decision is left for the timer to finish.
 const MARKER_ATTEMPTS: usize = 3;
+/// How often the timer also looks through every transactional id for expired ones.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
 pub struct Transactions {
     meta: MetaStore,
@@ -513,19 +515,30 @@ impl Transactions {
     /// Aborts timed-out transactions, finishes orphaned decided ones and forgets expired
     /// ids, for the ids this broker coordinates, every `check_interval`.
     pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.check_interval) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(e) = self.check_all().await {
+            // Ongoing and decided transactions every interval; every id (for expiry) now
+            // and then: ids accumulate (Flink names one per checkpoint) until they expire.
+            let sweep = last_sweep.elapsed() >= EXPIRY_SWEEP;
+            if sweep {
+                last_sweep = tokio::time::Instant::now();
+            }
+            if let Err(e) = self.check_all(sweep).await {
                 tracing::debug!(error = %e, "transaction timers");
             }
         }
     }
 
-    async fn check_all(&self) -> Result<(), icestream_storage::MetaError> {
-        let records = self.meta.list_txns().await?;
+    async fn check_all(&self, sweep: bool) -> Result<(), icestream_storage::MetaError> {
+        let records = if sweep {
+            self.meta.list_txns().await?
+        } else {
+            self.meta.active_txns().await?
+        };
         for record in records {
             let tid = record.transactional_id.clone();
             if !self.cluster.is_coordinator(&tid) {

@@ -12,6 +12,7 @@
 //! | `s` | segment id                            | segment record                 |
 //! | `c` | counter name                          | i64                            |
 //! | `z` | transactional id                      | transaction record (JSON)      |
+//! | `v` | transactional id                      | (empty) the transaction is ongoing or decided but not complete |
 //! | `a` | topic id, partition, abort marker offset | aborted transaction         |
 //! | `y` | producer id, group (u16 length + id), topic id, partition | offset committed in a transaction, until it ends |
 //! | `l` | lease name                            | lease holder and expiry (JSON) |
@@ -32,6 +33,7 @@ pub const SEGMENT: u8 = b's';
 pub const COUNTER: u8 = b'c';
 pub const TRANSACTIONAL_ID: u8 = b'z';
 pub const ABORTED: u8 = b'a';
+pub const ACTIVE_TXN: u8 = b'v';
 pub const TXN_OFFSET: u8 = b'y';
 
 fn with_id(tag: u8, id: Uuid, extra: usize) -> Vec<u8> {
@@ -128,6 +130,18 @@ pub fn transactional_id(id: &str) -> Vec<u8> {
 /// Prefix of every transaction record.
 pub fn transactional_ids() -> Vec<u8> {
     vec![TRANSACTIONAL_ID]
+}
+
+/// Marks a transactional id whose transaction is ongoing or not complete yet.
+pub fn active_txn(id: &str) -> Vec<u8> {
+    let mut k = vec![ACTIVE_TXN];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Prefix of the active-transaction marks.
+pub fn active_txns() -> Vec<u8> {
+    vec![ACTIVE_TXN]
 }
 
 /// Prefix of a partition's aborted transactions.

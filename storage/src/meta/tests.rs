@@ -343,6 +343,10 @@ pub(super) async fn transactions_on_partitions(meta: MetaStore, _clock: Arc<Manu
         meta.load_txn("tx").await.expect("load"),
         Some(ongoing.clone())
     );
+    assert_eq!(
+        meta.active_txns().await.expect("active"),
+        vec![ongoing.clone()]
+    );
 
     // Plain data at 0..2, the transaction's at 2..5: the last stable offset stays at 2.
     let r = meta
@@ -462,6 +466,7 @@ pub(super) async fn transactions_on_partitions(meta: MetaStore, _clock: Arc<Manu
         .expect("pending")
         .is_empty());
     assert_eq!(meta.list_txns().await.expect("list"), vec![done.clone()]);
+    assert!(meta.active_txns().await.expect("active").is_empty());
     assert!(meta
         .replace_txn(Some(&done), None, TxnEffects::default())
         .await

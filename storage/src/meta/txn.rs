@@ -190,6 +190,35 @@ impl MetaStore {
             .await
     }
 
+    /// The records of transactional ids with a transaction ongoing or decided but not
+    /// complete: what coordinators watch (timeouts, orphaned decisions), read without
+    /// scanning every id ever used.
+    pub async fn active_txns(&self) -> Result<Vec<TxnRecord>> {
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    let prefix = keys::active_txns();
+                    let marks = tx
+                        .get_range(&prefix, &prefix_end(&prefix), 0, false)
+                        .await?;
+                    let tids: Vec<String> = marks
+                        .iter()
+                        .map(|(k, _)| String::from_utf8_lossy(&k[1..]).into_owned())
+                        .collect();
+                    let keys: Vec<Vec<u8>> =
+                        tids.iter().map(|t| keys::transactional_id(t)).collect();
+                    let mut out = Vec::with_capacity(tids.len());
+                    for (tid, v) in tids.iter().zip(tx.get_many(&keys).await?) {
+                        if let Some(v) = v {
+                            out.push(TxnRecord::decode(tid, &v)?);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
     /// Replaces the record of `next.transactional_id` (or deletes it when `next` is
     /// `None`, named by `expected`) if it still equals `expected`, with `effects`, in one
     /// metadata transaction. Returns false (and changes nothing) if the record changed.
@@ -221,6 +250,13 @@ impl MetaStore {
                     match &next {
                         Some(r) => tx.set(&key, &r.encode()),
                         None => tx.clear(&key),
+                    }
+                    let active = keys::active_txn(&tid);
+                    match &next {
+                        Some(r) if r.state == TxnState::Ongoing || r.state.is_prepared() => {
+                            tx.set(&active, &[]);
+                        }
+                        _ => tx.clear(&active),
                     }
                     if let Some(r) = &next {
                         register_partitions(tx, r, &effects.register).await?;
@@ -259,16 +295,13 @@ impl MetaStore {
             .await
     }
 
-    /// Whether a producer has offsets pending in a transaction for any of these
-    /// partitions of a group (OffsetFetch with `require_stable` waits for them).
+    /// The partitions of a group with offsets pending in a transaction that has not
+    /// completed (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them).
     pub async fn pending_txn_offsets(&self, group: &str) -> Result<Vec<(Uuid, i32)>> {
         let group = group.to_owned();
-        let txns = self.list_txns().await?;
+        let txns = self.active_txns().await?;
         let mut out = Vec::new();
-        for t in txns
-            .iter()
-            .filter(|t| t.state == TxnState::Ongoing || t.state.is_prepared())
-        {
+        for t in &txns {
             if !t.groups.contains(&group) {
                 continue;
             }
