@@ -261,6 +261,8 @@ fn main() -> anyhow::Result<()> {
     let per_producer_rate = args.rate_mb * 1_000_000.0 / args.producers as f64;
     let mut workers = Vec::new();
     let mut contexts = Vec::new();
+    // How long commit_transaction takes, as the producer sees it.
+    let commit_times = Arc::new(Mutex::new(histogram()));
     for w in 0..args.producers {
         let ctx = Arc::new(LatencyContext {
             histogram: Mutex::new(histogram()),
@@ -292,6 +294,7 @@ fn main() -> anyhow::Result<()> {
             .create_with_context(ArcContext(ctx))?;
         let topic = topic.clone();
         let args = args.clone();
+        let commits = commit_times.clone();
         workers.push(std::thread::spawn(move || -> anyhow::Result<()> {
             let mut payload = vec![0u8; args.record_size.max(8)];
             for (i, b) in payload.iter_mut().enumerate().skip(8) {
@@ -308,7 +311,11 @@ fn main() -> anyhow::Result<()> {
             }
             while Instant::now() < deadline {
                 if args.transaction_ms > 0 && txn_started.elapsed() >= txn_every {
+                    let commit = Instant::now();
                     producer.commit_transaction(Duration::from_secs(30))?;
+                    if let Ok(mut h) = commits.lock() {
+                        let _ = h.record((commit.elapsed().as_micros() as u64).max(1));
+                    }
                     producer.begin_transaction()?;
                     txn_started = Instant::now();
                 }
@@ -403,6 +410,17 @@ fn main() -> anyhow::Result<()> {
         ms(latency.value_at_quantile(0.999)),
         ms(latency.max())
     );
+    if args.transaction_ms > 0 {
+        if let Ok(h) = commit_times.lock() {
+            println!(
+                "transaction commit    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} commits)",
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max()),
+                h.len()
+            );
+        }
+    }
     if args.consume {
         if let Ok(h) = e2e.lock() {
             println!(
