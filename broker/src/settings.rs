@@ -148,6 +148,10 @@ pub struct Settings {
     /// How often the transaction coordinator looks for timed-out transactions
     /// (Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`).
     pub transaction_check_interval_ms: u64,
+    /// The finalized `transaction.version` feature advertised in ApiVersions: 2 lets
+    /// clients use transactions v2 (KIP-890: Produce enrolls partitions, every EndTxn
+    /// bumps the epoch), 1 keeps them on AddPartitionsToTxn.
+    pub transaction_version: i16,
 }
 
 /// Every key of [`Settings`] (checked against serde's view by a test).
@@ -199,6 +203,7 @@ pub const KEYS: &[&str] = &[
     "transaction_max_timeout_ms",
     "transactional_id_expiration_ms",
     "transaction_check_interval_ms",
+    "transaction_version",
 ];
 
 impl Default for Settings {
@@ -251,6 +256,7 @@ impl Default for Settings {
             transaction_max_timeout_ms: 3_600_000,
             transactional_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             transaction_check_interval_ms: 1000,
+            transaction_version: 2,
         }
     }
 }
@@ -332,6 +338,9 @@ impl Settings {
         }
         if self.table_namespace.is_empty() {
             return bad("table_namespace must not be empty");
+        }
+        if !(1..=2).contains(&self.transaction_version) {
+            return bad("transaction_version must be 1 or 2");
         }
         Ok(())
     }

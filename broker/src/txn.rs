@@ -17,7 +17,7 @@
 //! producer that abandoned it is fenced) and finishes decided transactions whose
 //! coordinator died before completing them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use icestream_storage::MetaStore;
 use kafka_protocol::ResponseError;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::appender::{Appender, PartitionInput};
 use crate::cluster::Cluster;
@@ -52,6 +53,16 @@ const ATTEMPTS: usize = 8;
 const MARKER_ATTEMPTS: usize = 3;
 /// How often the timer also looks through every transactional id for expired ones.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+/// Enrollment attempts (with a short pause) while the producer's previous transaction is
+/// still being completed, as Kafka's `add.partitions.to.txn.retry.backoff.*`.
+const ENROLL_ATTEMPTS: u32 = 5;
+const ENROLL_BACKOFF: Duration = Duration::from_millis(20);
+/// The last epoch a producer id is used with: a v2 transaction ending at it moves the
+/// transactional id to a new producer id.
+const LAST_EPOCH: i16 = i16::MAX - 2;
+
+/// Partitions (topic id, index) enrolled per producer (id, epoch).
+type Enrolled = HashMap<(i64, i16), HashSet<(Uuid, i32)>>;
 
 pub struct Transactions {
     meta: MetaStore,
@@ -60,6 +71,10 @@ pub struct Transactions {
     config: TxnConfig,
     /// One lock per transactional id: this broker runs one operation per id at a time.
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Partitions this broker enrolled for a transactions-v2 producer, by producer id and
+    /// epoch (one epoch is one transaction in v2): a Produce for them needs no metadata
+    /// read. Only a hint — the partition's producer state decides (see `append_unit`).
+    enrolled: std::sync::Mutex<Enrolled>,
 }
 
 fn meta_error(e: &icestream_storage::MetaError) -> ResponseError {
@@ -96,6 +111,7 @@ impl Transactions {
             cluster,
             config,
             locks: std::sync::Mutex::new(HashMap::new()),
+            enrolled: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -170,8 +186,10 @@ impl Transactions {
                 continue;
             };
             if let Some((pid, epoch)) = current {
-                if pid != record.producer_id
-                    || (epoch != record.epoch && epoch != record.last_epoch)
+                let moved = pid == record.previous_producer_id && pid >= 0;
+                if !moved
+                    && (pid != record.producer_id
+                        || (epoch != record.epoch && epoch != record.last_epoch))
                 {
                     return Err(ResponseError::ProducerFenced);
                 }
@@ -186,6 +204,7 @@ impl Transactions {
                     next.state = TxnState::PrepareAbort;
                     next.epoch = record.epoch.saturating_add(1).min(i16::MAX - 1);
                     next.last_epoch = -1;
+                    next.ended_v2 = false;
                     next.updated_ms = now;
                     if self
                         .replace(Some(&record), Some(&next), TxnEffects::default())
@@ -197,7 +216,8 @@ impl Transactions {
                 }
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                     let mut next = record.clone();
-                    if record.epoch >= i16::MAX - 2 {
+                    if record.epoch >= LAST_EPOCH {
+                        next.previous_producer_id = record.producer_id;
                         next.producer_id = self
                             .meta
                             .allocate_producer_id()
@@ -208,6 +228,8 @@ impl Transactions {
                         next.epoch = record.epoch + 1;
                     }
                     next.last_epoch = -1;
+                    next.ended_v2 = false;
+                    next.next_producer_id = -1;
                     next.timeout_ms = timeout_ms;
                     next.state = TxnState::Empty;
                     next.partitions.clear();
@@ -233,14 +255,19 @@ impl Transactions {
     }
 
     /// Starts the transaction if needed and applies `change` to the ongoing record.
+    /// `implicit`: a transactions-v2 enrollment, made by whichever broker took the
+    /// Produce or TxnOffsetCommit (the compare-and-set keeps it exact across brokers).
     async fn update_ongoing(
         &self,
         tid: &str,
         producer_id: i64,
         epoch: i16,
+        implicit: bool,
         change: impl Fn(&mut TxnRecord) -> TxnEffects,
     ) -> Result<(), ResponseError> {
-        self.check_coordinator(tid)?;
+        if !implicit {
+            self.check_coordinator(tid)?;
+        }
         let _guard = self.lock(tid).await;
         for _ in 0..ATTEMPTS {
             let record = self
@@ -258,6 +285,8 @@ impl Transactions {
                 next.partitions.clear();
                 next.groups.clear();
                 next.started_ms = now;
+                next.ended_v2 = false;
+                next.next_producer_id = -1;
             }
             next.last_epoch = -1;
             let effects = change(&mut next);
@@ -280,7 +309,19 @@ impl Transactions {
         epoch: i16,
         partitions: &[TxnPartition],
     ) -> Result<(), ResponseError> {
-        self.update_ongoing(tid, producer_id, epoch, |next| {
+        self.add_partitions_as(tid, producer_id, epoch, partitions, false)
+            .await
+    }
+
+    async fn add_partitions_as(
+        &self,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[TxnPartition],
+        implicit: bool,
+    ) -> Result<(), ResponseError> {
+        self.update_ongoing(tid, producer_id, epoch, implicit, |next| {
             let mut register = Vec::new();
             for p in partitions {
                 if !next.partitions.contains(p) {
@@ -294,6 +335,52 @@ impl Transactions {
             }
         })
         .await
+    }
+
+    /// Transactions v2 (KIP-890): a Produce (v12+) carrying transactional batches enrolls
+    /// their partitions in the producer's transaction, starting it if needed. Waits
+    /// briefly while the producer's previous transaction is being completed.
+    pub async fn enroll_partitions(
+        &self,
+        tid: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[TxnPartition],
+    ) -> Result<(), ResponseError> {
+        let key = (producer_id, epoch);
+        let known = |enrolled: &Enrolled| {
+            enrolled.get(&key).is_some_and(|set| {
+                partitions
+                    .iter()
+                    .all(|p| set.contains(&(p.topic_id, p.partition)))
+            })
+        };
+        if known(&self.enrolled.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self
+                .add_partitions_as(tid, producer_id, epoch, partitions, true)
+                .await
+            {
+                Ok(()) => break,
+                Err(ResponseError::ConcurrentTransactions) if attempt + 1 < ENROLL_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(ENROLL_BACKOFF * attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut enrolled = self.enrolled.lock().unwrap_or_else(|e| e.into_inner());
+        if enrolled.len() > 10_000 {
+            enrolled.clear();
+        }
+        enrolled
+            .entry(key)
+            .or_default()
+            .extend(partitions.iter().map(|p| (p.topic_id, p.partition)));
+        Ok(())
     }
 
     /// AddPartitionsToTxn with `verify_only` (v4+): whether each partition is in the
@@ -318,14 +405,16 @@ impl Transactions {
     }
 
     /// AddOffsetsToTxn: the group's offsets will be committed with the transaction.
+    /// `implicit`: transactions v2, where TxnOffsetCommit (v5+) enrolls the group itself.
     pub async fn add_offsets(
         &self,
         tid: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
+        implicit: bool,
     ) -> Result<(), ResponseError> {
-        self.update_ongoing(tid, producer_id, epoch, |next| {
+        self.update_ongoing(tid, producer_id, epoch, implicit, |next| {
             if !next.groups.iter().any(|g| g == group) {
                 next.groups.push(group.to_string());
             }
@@ -354,17 +443,43 @@ impl Transactions {
         Ok(())
     }
 
-    /// EndTxn: commits or aborts the ongoing transaction. Retries of a finished EndTxn
-    /// succeed; a decided transaction is finished first.
+    /// EndTxn: commits or aborts the ongoing transaction, returning the producer id and
+    /// epoch the producer goes on with. Retries of a finished EndTxn succeed; a decided
+    /// transaction is finished first.
+    ///
+    /// `v2` (EndTxn v5+, KIP-890): the decision bumps the epoch (the markers carry the new
+    /// one, fencing anything the producer still has in flight), and a retry presents the
+    /// epoch below it; an abort with nothing ongoing bumps the epoch too. At the last
+    /// epoch the transactional id moves to a new producer id with epoch 0.
     pub async fn end_txn(
         &self,
         tid: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ResponseError> {
+        v2: bool,
+    ) -> Result<(i64, i16), ResponseError> {
         self.check_coordinator(tid)?;
         let _guard = self.lock(tid).await;
+        if !v2 {
+            // A producer ending a transaction on the v1 protocol keeps its epoch: what
+            // this broker enrolled under it is over.
+            self.enrolled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(producer_id, epoch));
+        }
+        let prepared = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        let complete = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        let current = |r: &TxnRecord| (r.producer_id, r.epoch);
         for _ in 0..ATTEMPTS {
             let record = self
                 .load(tid)
@@ -372,28 +487,52 @@ impl Transactions {
                 .ok_or(ResponseError::InvalidProducerIdMapping)?;
             if record.producer_id == producer_id
                 && epoch == record.last_epoch
-                && record.state == TxnState::CompleteAbort
+                && matches!(
+                    record.state,
+                    TxnState::PrepareAbort | TxnState::CompleteAbort
+                )
                 && !commit
             {
                 // The coordinator aborted it on timeout; the producer's abort agrees.
-                return Ok(());
+                return match record.state {
+                    TxnState::PrepareAbort => self.complete(&record).await.map(|r| current(&r)),
+                    _ => Ok(current(&record)),
+                };
+            }
+            if v2 && record.ended_v2 {
+                // A retry from a producer that has not seen the bump of its end.
+                let bumped = record.producer_id == producer_id
+                    && record.epoch > 0
+                    && epoch == record.epoch - 1;
+                let moved = record.previous_producer_id == producer_id
+                    && record.epoch == 0
+                    && !record.state.is_prepared();
+                if bumped || moved {
+                    return match record.state {
+                        s if s == prepared => self.complete(&record).await.map(|r| current(&r)),
+                        s if s == complete => Ok(current(&record)),
+                        _ => Err(ResponseError::InvalidTxnState),
+                    };
+                }
             }
             check_producer(&record, producer_id, epoch)?;
-            let prepared = if commit {
-                TxnState::PrepareCommit
-            } else {
-                TxnState::PrepareAbort
-            };
-            let complete = if commit {
-                TxnState::CompleteCommit
-            } else {
-                TxnState::CompleteAbort
-            };
+            let mut next = record.clone();
+            next.updated_ms = self.meta.now_ms();
+            next.ended_v2 = v2;
+            if v2 {
+                if record.epoch >= LAST_EPOCH {
+                    next.next_producer_id = self
+                        .meta
+                        .allocate_producer_id()
+                        .await
+                        .map_err(|e| meta_error(&e))?;
+                }
+                next.epoch = record.epoch + 1;
+                next.last_epoch = -1;
+            }
             match record.state {
                 TxnState::Ongoing => {
-                    let mut next = record.clone();
                     next.state = prepared;
-                    next.updated_ms = self.meta.now_ms();
                     if self
                         .replace(Some(&record), Some(&next), TxnEffects::default())
                         .await?
@@ -401,14 +540,41 @@ impl Transactions {
                         tracing::debug!(
                             transactional_id = tid,
                             commit,
+                            v2,
                             partitions = next.partitions.len(),
                             "txn.end"
                         );
-                        return self.complete(&next).await;
+                        return self.complete(&next).await.map(|r| current(&r));
                     }
                 }
-                s if s == prepared => return self.complete(&record).await,
-                s if s == complete => return Ok(()),
+                s if s == prepared && !v2 => {
+                    return self.complete(&record).await.map(|r| current(&r))
+                }
+                s if s == complete && !v2 => return Ok(current(&record)),
+                s if s.is_prepared() && v2 => {
+                    // Decided by someone else (a timeout, a previous instance): finish it,
+                    // then look again.
+                    self.complete(&record).await?;
+                }
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    if v2 && !commit =>
+                {
+                    // Nothing ongoing (the producer enrolled nothing, or its abortable
+                    // error came first): the abort fences what it may have in flight.
+                    next.state = TxnState::CompleteAbort;
+                    if next.next_producer_id >= 0 {
+                        next.previous_producer_id = record.producer_id;
+                        next.producer_id = next.next_producer_id;
+                        next.next_producer_id = -1;
+                        next.epoch = 0;
+                    }
+                    if self
+                        .replace(Some(&record), Some(&next), TxnEffects::default())
+                        .await?
+                    {
+                        return Ok(current(&next));
+                    }
+                }
                 _ => return Err(ResponseError::InvalidTxnState),
             }
         }
@@ -417,7 +583,7 @@ impl Transactions {
 
     /// Finishes a decided transaction: markers into every partition, then the complete
     /// state (and the group offsets) in one metadata transaction.
-    async fn complete(&self, record: &TxnRecord) -> Result<(), ResponseError> {
+    async fn complete(&self, record: &TxnRecord) -> Result<TxnRecord, ResponseError> {
         icestream_compactor::failpoint("txn.after_prepare");
         let commit = record.state == TxnState::PrepareCommit;
         let mut written = false;
@@ -448,6 +614,12 @@ impl Transactions {
         next.groups.clear();
         next.started_ms = -1;
         next.updated_ms = self.meta.now_ms();
+        if record.next_producer_id >= 0 {
+            next.previous_producer_id = record.producer_id;
+            next.producer_id = record.next_producer_id;
+            next.next_producer_id = -1;
+            next.epoch = 0;
+        }
         let effects = TxnEffects {
             register: Vec::new(),
             finish_offsets: Some(commit),
@@ -458,11 +630,17 @@ impl Transactions {
             } else {
                 &crate::metrics::TXN_ABORTS
             });
-            Ok(())
+            Ok(next)
         } else {
             // Someone else (a coordinator that took over) moved it: read it back.
             match self.load(&record.transactional_id).await? {
-                Some(r) if r.producer_id == record.producer_id && !r.state.is_prepared() => Ok(()),
+                Some(r)
+                    if (r.producer_id == record.producer_id
+                        || r.previous_producer_id == record.producer_id)
+                        && !r.state.is_prepared() =>
+                {
+                    Ok(r)
+                }
                 _ => Err(ResponseError::ConcurrentTransactions),
             }
         }

@@ -12,6 +12,7 @@ pub async fn handle(broker: &Broker, req: AddOffsetsToTxnRequest) -> AddOffsetsT
             req.producer_id.0,
             req.producer_epoch,
             &req.group_id.0,
+            false,
         )
         .await;
     AddOffsetsToTxnResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))

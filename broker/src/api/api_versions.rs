@@ -1,8 +1,13 @@
 //! ApiVersions, and the one table of what icestream serves.
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
 
 /// Every API icestream serves: (api, advertised min, handled min, max). Everything listed
 /// works end to end; the advertised minimum is lower than the handled one only for
@@ -65,8 +70,24 @@ fn api_keys() -> Vec<ApiVersion> {
         .collect()
 }
 
-pub fn handle(_req: ApiVersionsRequest) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(api_keys())
+/// The feature clients read from ApiVersions (v3+): `transaction.version`, 2 unless the
+/// `transaction_version` setting keeps clients on transactions v1.
+const TRANSACTION_VERSION: &str = "transaction.version";
+
+pub fn handle(broker: &Broker, _req: ApiVersionsRequest) -> ApiVersionsResponse {
+    let level = broker.settings.transaction_version;
+    ApiVersionsResponse::default()
+        .with_api_keys(api_keys())
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+            .with_min_version(0)
+            .with_max_version(2)])
+        // Settings are static per broker: one epoch for the life of the process.
+        .with_finalized_features_epoch(1)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(StrBytes::from_static_str(TRANSACTION_VERSION))
+            .with_min_version_level(level)
+            .with_max_version_level(level)])
 }
 
 /// The KIP-511 answer to an ApiVersions request newer than we know (sent as v0).

@@ -147,7 +147,7 @@ pub async fn dispatch(
     let future: ResponseFuture = match request {
         RequestKind::Produce(req) => return Ok(produce::admit(b, ctx, req).await),
         RequestKind::ApiVersions(req) => respond(ctx, async move {
-            ResponseKind::ApiVersions(api_versions::handle(req))
+            ResponseKind::ApiVersions(api_versions::handle(&b, req))
         }),
         RequestKind::Metadata(req) => respond(ctx.clone(), async move {
             ResponseKind::Metadata(metadata::handle(&b, &ctx, req).await)
@@ -233,7 +233,7 @@ pub async fn dispatch(
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&b, &ctx, req).await)
         }),
         RequestKind::EndTxn(req) => respond(ctx.clone(), async move {
-            ResponseKind::EndTxn(end_txn::handle(&b, req).await)
+            ResponseKind::EndTxn(end_txn::handle(&b, &ctx, req).await)
         }),
         RequestKind::DescribeTransactions(req) => respond(ctx.clone(), async move {
             ResponseKind::DescribeTransactions(describe_transactions::handle(&b, req).await)

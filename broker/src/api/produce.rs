@@ -5,12 +5,17 @@
 //! acks=all alike: durable in object storage and indexed). Partitions with bad input get
 //! their error code (with the offending record where there is one); the connection lives
 //! on.
+//!
+//! Transactions v2 (KIP-890): from v12 a Produce that carries transactional batches for
+//! partitions not yet in the producer's transaction enrolls them first (in place of
+//! AddPartitionsToTxn), in one compare-and-set on the transaction's record.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use icestream_storage::batch::{batches, BatchHeader};
-use icestream_storage::meta::UnitOutcome;
+use icestream_storage::meta::{TxnPartition, UnitOutcome};
 use icestream_storage::validate::{finalize, validate as storage_validate, Policy};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
@@ -51,6 +56,10 @@ pub async fn admit(
     let acks = req.acks;
     let mut inputs: Vec<PartitionInput> = Vec::new();
     let mut topics: Vec<TopicSlots> = Vec::with_capacity(req.topic_data.len());
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
+    // Partitions a transactions-v2 producer enrolls with this request:
+    // (input index, partition, producer id, epoch).
+    let mut enroll: Vec<(usize, TxnPartition, i64, i16)> = Vec::new();
     let refuse_all = if !matches!(acks, -1..=1) {
         Some((ResponseError::InvalidRequiredAcks, None))
     } else {
@@ -98,6 +107,22 @@ pub async fn admit(
                         let append_time = policy.log_append_time.then(now_ms);
                         match validate_off_runtime(partition, max, policy, append_time).await {
                             Ok(input_batches) => {
+                                let txn_header = input_batches
+                                    .iter()
+                                    .map(|(h, _)| h)
+                                    .find(|h| h.is_transactional());
+                                if let (Some(h), true) = (txn_header, ctx.version >= 12) {
+                                    enroll.push((
+                                        inputs.len(),
+                                        TxnPartition {
+                                            topic_id: t.id,
+                                            topic: t.name.clone(),
+                                            partition: index,
+                                        },
+                                        h.producer_id,
+                                        h.producer_epoch,
+                                    ));
+                                }
                                 inputs.push(PartitionInput {
                                     topic_id: t.id,
                                     partition: index,
@@ -116,6 +141,12 @@ pub async fn admit(
             slots.partitions.push((index, slot));
         }
         topics.push(slots);
+    }
+    if !enroll.is_empty() {
+        let refused = enroll_partitions(&broker, transactional_id.as_deref(), enroll).await;
+        if !refused.is_empty() {
+            drop_refused(&mut inputs, &mut topics, &refused);
+        }
     }
     let bytes: u64 = inputs
         .iter()
@@ -154,6 +185,92 @@ pub async fn admit(
         );
         ResponseKind::Produce(response)
     }))
+}
+
+/// Enrolls the partitions of a transactions-v2 producer in its transaction; the inputs
+/// that could not be enrolled, with the error their partitions get.
+async fn enroll_partitions(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    enroll: Vec<(usize, TxnPartition, i64, i16)>,
+) -> HashMap<usize, (ResponseError, String)> {
+    let mut refused = HashMap::new();
+    let Some(tid) = transactional_id else {
+        for (i, ..) in enroll {
+            refused.insert(
+                i,
+                (
+                    ResponseError::InvalidTxnState,
+                    "transactional batches in a produce request without a transactional id"
+                        .to_string(),
+                ),
+            );
+        }
+        return refused;
+    };
+    // One transaction per producer (id, epoch); a request normally carries one.
+    let mut by_producer: HashMap<(i64, i16), Vec<(usize, TxnPartition)>> = HashMap::new();
+    for (i, p, pid, epoch) in enroll {
+        by_producer.entry((pid, epoch)).or_default().push((i, p));
+    }
+    for ((pid, epoch), parts) in by_producer {
+        let partitions: Vec<TxnPartition> = parts.iter().map(|(_, p)| p.clone()).collect();
+        if let Err(e) = broker
+            .transactions
+            .enroll_partitions(tid, pid, epoch, &partitions)
+            .await
+        {
+            // Kafka's answer when the coordinator cannot take the partition yet: a
+            // retriable error the producer's retries cover.
+            let code = match e {
+                ResponseError::ConcurrentTransactions
+                | ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::CoordinatorLoadInProgress => ResponseError::NotEnoughReplicas,
+                e => e,
+            };
+            let message = format!("enrolling the partition in transaction {tid:?}: {e:?}");
+            tracing::debug!(transactional_id = tid, producer_id = pid, epoch, error = ?e, "produce: enrollment refused");
+            for (i, _) in parts {
+                refused.insert(i, (code, message.clone()));
+            }
+        }
+    }
+    refused
+}
+
+/// Takes the refused inputs out of the request, turning their slots into errors.
+fn drop_refused(
+    inputs: &mut Vec<PartitionInput>,
+    topics: &mut [TopicSlots],
+    refused: &HashMap<usize, (ResponseError, String)>,
+) {
+    let mut remap = Vec::with_capacity(inputs.len());
+    let mut kept = Vec::with_capacity(inputs.len());
+    for (i, input) in std::mem::take(inputs).into_iter().enumerate() {
+        if refused.contains_key(&i) {
+            remap.push(None);
+        } else {
+            remap.push(Some(kept.len()));
+            kept.push(input);
+        }
+    }
+    *inputs = kept;
+    for t in topics.iter_mut() {
+        for (_, slot) in t.partitions.iter_mut() {
+            if let Slot::Queued(i, time) = *slot {
+                *slot = match (remap.get(i).copied().flatten(), refused.get(&i)) {
+                    (Some(j), _) => Slot::Queued(j, time),
+                    (None, Some((code, message))) => {
+                        Slot::Error(*code, Some(message.clone()), Vec::new())
+                    }
+                    (None, None) => {
+                        Slot::Error(ResponseError::UnknownServerError, None, Vec::new())
+                    }
+                };
+            }
+        }
+    }
 }
 
 /// A refusal: error code, message, indexes of the offending records in their batch.

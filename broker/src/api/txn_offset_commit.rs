@@ -1,6 +1,8 @@
 //! TxnOffsetCommit (served by the group's coordinator): offsets a transactional producer
 //! commits for a consumer group. They are held apart and become the group's committed
-//! offsets only when the transaction commits (dropped if it aborts).
+//! offsets only when the transaction commits (dropped if it aborts). From v5
+//! (transactions v2, KIP-890) the request itself enrolls the group in the transaction, in
+//! place of AddOffsetsToTxn.
 
 use icestream_storage::meta::CommittedOffset;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -22,6 +24,18 @@ pub async fn handle(
     let group = req.group_id.0.to_string();
     let mut check = match super::not_coordinator(broker, &group).await {
         Some(e) => Err(e),
+        None if ctx.version >= 5 => {
+            broker
+                .transactions
+                .add_offsets(
+                    &req.transactional_id.0,
+                    req.producer_id.0,
+                    req.producer_epoch,
+                    &group,
+                    true,
+                )
+                .await
+        }
         None => {
             broker
                 .transactions

@@ -74,6 +74,23 @@ pub struct TxnRecord {
     /// When the ongoing transaction started (its timeout counts from here), -1 if none.
     pub started_ms: i64,
     pub updated_ms: i64,
+    /// The decided transaction was ended by a transactions-v2 producer (KIP-890): the
+    /// epoch was bumped with the decision, so the producer's retry presents the epoch
+    /// below it.
+    #[serde(default)]
+    pub ended_v2: bool,
+    /// Set in a decided v2 transaction whose bumped epoch is the last one: the producer
+    /// id the transactional id moves to (with epoch 0) when it completes.
+    #[serde(default = "no_producer")]
+    pub next_producer_id: i64,
+    /// The producer id before the last such move, for the retried EndTxn of the producer
+    /// that has not seen it yet.
+    #[serde(default = "no_producer")]
+    pub previous_producer_id: i64,
+}
+
+fn no_producer() -> i64 {
+    -1
 }
 
 impl TxnRecord {
@@ -92,6 +109,9 @@ impl TxnRecord {
             groups: Vec::new(),
             started_ms: -1,
             updated_ms: now,
+            ended_v2: false,
+            next_producer_id: -1,
+            previous_producer_id: -1,
         }
     }
 
