@@ -302,18 +302,8 @@ impl Transactions {
     }
 
     /// AddPartitionsToTxn: adds partitions to the producer's ongoing transaction.
+    /// `implicit`: transactions v2, where a Produce enrolls them (see `enroll_partitions`).
     pub async fn add_partitions(
-        &self,
-        tid: &str,
-        producer_id: i64,
-        epoch: i16,
-        partitions: &[TxnPartition],
-    ) -> Result<(), ResponseError> {
-        self.add_partitions_as(tid, producer_id, epoch, partitions, false)
-            .await
-    }
-
-    async fn add_partitions_as(
         &self,
         tid: &str,
         producer_id: i64,
@@ -361,7 +351,7 @@ impl Transactions {
         let mut attempt = 0;
         loop {
             match self
-                .add_partitions_as(tid, producer_id, epoch, partitions, true)
+                .add_partitions(tid, producer_id, epoch, partitions, true)
                 .await
             {
                 Ok(()) => break,

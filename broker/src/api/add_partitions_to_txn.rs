@@ -86,7 +86,7 @@ async fn one(broker: &Broker, txn: AddPartitionsToTxnTransaction) -> AddPartitio
     } else {
         broker
             .transactions
-            .add_partitions(&tid, txn.producer_id.0, txn.producer_epoch, &known)
+            .add_partitions(&tid, txn.producer_id.0, txn.producer_epoch, &known, false)
             .await
             .map(|()| vec![None; known.len()])
     };
