@@ -73,6 +73,7 @@ pub struct Broker {
     pub consumer_groups: Arc<crate::consumer_groups::ConsumerGroups>,
     pub cluster: Arc<crate::cluster::Cluster>,
     pub transactions: Arc<crate::txn::Transactions>,
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 /// Background tasks to wait for at shutdown.
@@ -233,7 +234,9 @@ impl Broker {
             },
         ));
         let txn_timers = tokio::spawn(transactions.clone().run_timers(shutdown_for_txns));
+        let registry = Arc::new(crate::registry::Registry::new(meta.clone()));
         let broker = Arc::new(Self {
+            registry,
             transactions,
             cluster,
             groups,

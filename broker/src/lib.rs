@@ -19,6 +19,7 @@ pub mod gc;
 pub mod groups;
 pub mod log;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod settings;
 pub mod supervisor;

@@ -59,6 +59,43 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// The schema registry: list subjects, show a schema, check or register one.
+    Schemas {
+        /// The registry's URL (a broker's `schema_registry_listen`).
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        registry: String,
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Every subject with its latest version and schema id.
+    List,
+    /// A subject's schema (the latest version unless --version).
+    Show {
+        subject: String,
+        #[arg(long)]
+        version: Option<i32>,
+    },
+    /// Whether a schema file may be registered under a subject (exit status 1 if not).
+    Check {
+        subject: String,
+        /// The schema file (e.g. an .avsc).
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "AVRO")]
+        schema_type: String,
+    },
+    /// Registers a schema file under a subject; prints its id.
+    Register {
+        subject: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "AVRO")]
+        schema_type: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +180,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(groups(&bootstrap, command))
         }
+        Command::Schemas { registry, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(schemas(registry.trim_end_matches('/'), command))
+        }
         Command::Compactor(args) => {
             let settings = args.load()?;
             tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +212,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     server.shutdown().await;
     Ok(())
+}
+
+async fn schemas(url: &str, command: SchemasCommand) -> anyhow::Result<()> {
+    use icestream::registry::cli;
+    match command {
+        SchemasCommand::List => cli::list(url).await,
+        SchemasCommand::Show { subject, version } => cli::show(url, &subject, version).await,
+        SchemasCommand::Check {
+            subject,
+            file,
+            schema_type,
+        } => cli::check(url, &subject, &file, &schema_type).await,
+        SchemasCommand::Register {
+            subject,
+            file,
+            schema_type,
+        } => cli::register(url, &subject, &file, &schema_type).await,
+    }
 }
 
 async fn groups(bootstrap: &str, command: GroupsCommand) -> anyhow::Result<()> {

@@ -161,3 +161,8 @@ counter!(
     "icestream_transactions_timed_out_total",
     "transactions the coordinator aborted because they outlived their timeout"
 );
+counter!(
+    SCHEMA_VALIDATION_FAILURES,
+    "icestream_schema_validation_failures_total",
+    "produced records refused because their schema id is not registered for the topic"
+);

@@ -94,6 +94,23 @@ impl Server {
                 }
             }
         }
+        if !broker.settings.schema_registry_listen.is_empty() {
+            // Optional like the admin endpoint: a busy port is logged, not fatal.
+            let addr = &broker.settings.schema_registry_listen;
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "schema registry");
+                    tokio::spawn(crate::registry::http::serve(
+                        l,
+                        broker.registry.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "schema registry not started")
+                }
+            }
+        }
         let task = tokio::spawn(accept_loop(
             listener,
             broker.clone(),

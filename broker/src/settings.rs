@@ -39,6 +39,8 @@ pub struct Settings {
     pub listen: String,
     /// Address of the admin HTTP endpoint (`/metrics`, `/health`); empty disables it.
     pub admin_listen: String,
+    /// Address of the schema registry (Confluent's REST API); empty disables it.
+    pub schema_registry_listen: String,
     /// `host:port` given to clients in Metadata responses (default: the listen address).
     pub advertised_listener: Option<String>,
     /// Directory for embedded state (metadata store, local objects, catalog).
@@ -158,6 +160,7 @@ pub struct Settings {
 pub const KEYS: &[&str] = &[
     "listen",
     "admin_listen",
+    "schema_registry_listen",
     "advertised_listener",
     "data_dir",
     "object_store",
@@ -211,6 +214,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:9092".into(),
             admin_listen: "127.0.0.1:9644".into(),
+            schema_registry_listen: "127.0.0.1:8081".into(),
             advertised_listener: None,
             data_dir: PathBuf::from("./data"),
             object_store: None,

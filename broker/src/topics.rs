@@ -35,6 +35,16 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         numeric: false,
     },
     ConfigDef {
+        name: "confluent.key.schema.validation",
+        default: "false",
+        numeric: false,
+    },
+    ConfigDef {
+        name: "confluent.value.schema.validation",
+        default: "false",
+        numeric: false,
+    },
+    ConfigDef {
         name: "delete.retention.ms",
         default: "86400000",
         numeric: true,
@@ -165,6 +175,11 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
         }
         "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
             return Err(format!("invalid message.timestamp.type {value:?}"));
+        }
+        "confluent.key.schema.validation" | "confluent.value.schema.validation"
+            if !matches!(value, "true" | "false") =>
+        {
+            return Err(format!("{name} must be true or false, not {value:?}"));
         }
         "max.message.bytes" if value.parse::<i64>().unwrap_or(0) < 1 => {
             return Err("max.message.bytes must be positive".into());

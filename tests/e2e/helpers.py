@@ -56,7 +56,9 @@ class Broker:
     def start(self) -> "Broker":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [icestream_bin(), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
-        for k, v in self.settings.items():
+        # The schema registry only where a test asks for it (its default port is shared).
+        settings = {"schema_registry_listen": "", **self.settings}
+        for k, v in settings.items():
             args += ["--set", f"{k}={v}"]
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use icestream_storage::batch::{batches, BatchHeader};
 use icestream_storage::meta::{TxnPartition, UnitOutcome};
+use icestream_storage::records::decode_batch;
 use icestream_storage::validate::{finalize, validate as storage_validate, Policy};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
@@ -105,7 +106,22 @@ pub async fn admit(
                                 .is_some_and(|v| v == "LogAppendTime"),
                         };
                         let append_time = policy.log_append_time.then(now_ms);
-                        match validate_off_runtime(partition, max, policy, append_time).await {
+                        let schemas = SchemaChecks {
+                            key: effective_config(t, "confluent.key.schema.validation")
+                                .is_some_and(|v| v == "true"),
+                            value: effective_config(t, "confluent.value.schema.validation")
+                                .is_some_and(|v| v == "true"),
+                        };
+                        let validated =
+                            match validate_off_runtime(partition, max, policy, append_time).await {
+                                Ok(b) if schemas.key || schemas.value => {
+                                    check_schema_ids(&broker, &t.name, &b, schemas)
+                                        .await
+                                        .map(|()| b)
+                                }
+                                other => other,
+                            };
+                        match validated {
                             Ok(input_batches) => {
                                 let txn_header = input_batches
                                     .iter()
@@ -271,6 +287,75 @@ fn drop_refused(
             }
         }
     }
+}
+
+/// Which parts of the records must carry a registered schema id
+/// (`confluent.key.schema.validation`, `confluent.value.schema.validation`).
+#[derive(Clone, Copy)]
+struct SchemaChecks {
+    key: bool,
+    value: bool,
+}
+
+/// Schema validation, as Confluent Server does it: every checked key or value is framed
+/// in the Confluent wire format (magic byte 0, then the schema id) with an id registered
+/// under the topic's subject (`<topic>-key`, `<topic>-value`).
+async fn check_schema_ids(
+    broker: &Broker,
+    topic: &str,
+    batches: &[(BatchHeader, Bytes)],
+    checks: SchemaChecks,
+) -> Result<(), Refusal> {
+    for (header, batch) in batches {
+        let rows = decode_batch(batch, header.base_offset)
+            .map_err(|e| (ResponseError::CorruptMessage, e.to_string(), Vec::new()))?;
+        for (index, row) in rows.iter().enumerate() {
+            let parts = [
+                (checks.key, "key", row.key.as_ref()),
+                (checks.value, "value", row.value.as_ref()),
+            ];
+            for (on, part, data) in parts {
+                if !on {
+                    continue;
+                }
+                let subject = format!("{topic}-{part}");
+                let refuse = |msg: String| {
+                    crate::metrics::inc(&crate::metrics::SCHEMA_VALIDATION_FAILURES);
+                    (
+                        ResponseError::InvalidRecord,
+                        format!("record {index}: {msg}"),
+                        vec![index as i32],
+                    )
+                };
+                let id = match data {
+                    Some(d) if d.len() >= 5 && d[0] == 0 => {
+                        i32::from_be_bytes([d[1], d[2], d[3], d[4]])
+                    }
+                    _ => {
+                        return Err(refuse(format!(
+                            "the {part} is not framed with a schema id (magic byte 0 and 4                              bytes of id), and {topic} requires one"
+                        )))
+                    }
+                };
+                match broker.registry.subject_has_id(&subject, id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(refuse(format!(
+                            "schema id {id} of the {part} is not registered under subject                              {subject}"
+                        )));
+                    }
+                    Err(e) => {
+                        return Err((
+                            ResponseError::UnknownServerError,
+                            format!("schema registry: {e}"),
+                            Vec::new(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A refusal: error code, message, indexes of the offending records in their batch.

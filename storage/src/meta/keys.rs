@@ -20,6 +20,10 @@
 //! | `g` | group id                              | consumer group record (JSON)   |
 //! | `b` | node id                               | broker registration (JSON)     |
 //! | `o` | group (u16 length + id), topic id, partition | committed offset        |
+//! | `ri` | schema id (u32)                      | registered schema (JSON)       |
+//! | `rf` | schema fingerprint                   | schema id                      |
+//! | `rv` | subject (u16 length + name), version (u32) | subject version (JSON)   |
+//! | `rc`, `rm` | subject (empty: global)        | compatibility level, mode      |
 
 use uuid::Uuid;
 
@@ -35,6 +39,7 @@ pub const TRANSACTIONAL_ID: u8 = b'z';
 pub const ABORTED: u8 = b'a';
 pub const ACTIVE_TXN: u8 = b'v';
 pub const TXN_OFFSET: u8 = b'y';
+pub const REGISTRY: u8 = b'r';
 
 fn with_id(tag: u8, id: Uuid, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + extra);
@@ -191,6 +196,51 @@ pub fn txn_offset_partition(key: &[u8]) -> Option<(Uuid, i32)> {
 pub fn uuid_after_tag(key: &[u8]) -> Option<Uuid> {
     let bytes: [u8; 16] = key.get(1..17)?.try_into().ok()?;
     Some(Uuid::from_bytes(bytes))
+}
+
+pub fn schema(id: i32) -> Vec<u8> {
+    let mut k = vec![REGISTRY, b'i'];
+    k.extend_from_slice(&(id as u32).to_be_bytes());
+    k
+}
+
+pub fn schema_fingerprint(fingerprint: &[u8]) -> Vec<u8> {
+    let mut k = vec![REGISTRY, b'f'];
+    k.extend_from_slice(fingerprint);
+    k
+}
+
+/// Prefix of every subject version.
+pub fn all_subject_versions() -> Vec<u8> {
+    vec![REGISTRY, b'v']
+}
+
+/// Prefix of a subject's versions.
+pub fn subject_versions(subject: &str) -> Vec<u8> {
+    let mut k = all_subject_versions();
+    k.extend_from_slice(&(subject.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(subject.as_bytes());
+    k
+}
+
+pub fn subject_version(subject: &str, version: i32) -> Vec<u8> {
+    let mut k = subject_versions(subject);
+    k.extend_from_slice(&(version as u32).to_be_bytes());
+    k
+}
+
+/// The subject of a subject version key.
+pub fn subject_of_version(key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(&[REGISTRY, b'v'][..])?;
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let name = rest.get(2..2 + len)?;
+    Some(String::from_utf8_lossy(name).into_owned())
+}
+
+pub fn registry_setting(kind: u8, subject: &str) -> Vec<u8> {
+    let mut k = vec![REGISTRY, kind];
+    k.extend_from_slice(subject.as_bytes());
+    k
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod groups;
 mod keys;
 mod log;
 mod producers;
+mod schemas;
 mod segments;
 mod topics;
 mod txn;
@@ -33,6 +34,7 @@ pub use log::{
     SegmentAppend, UnitOutcome,
 };
 pub use producers::{check_batch, SequenceCheck};
+pub use schemas::{Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion};
 pub use segments::SegmentGcCandidate;
 pub use txn::{TxnEffects, TxnPartition, TxnRecord, TxnState};
 

@@ -842,6 +842,101 @@ pub(super) async fn concurrent_commits_are_dense(meta: MetaStore, _clock: Arc<Ma
     assert_eq!(expect, next);
 }
 
+pub(super) async fn schema_registry_state(meta: MetaStore, _clock: Arc<ManualClock>) {
+    let schema = |text: &str| StoredSchema {
+        schema_type: "AVRO".into(),
+        schema: text.into(),
+        references: Vec::new(),
+    };
+    let (a, b) = (schema("\"string\""), schema("\"long\""));
+    // First version; the same schema again (any subject) keeps its id.
+    let r = meta
+        .register_schema("s-value", &a, b"fp-a", None)
+        .await
+        .expect("register");
+    assert_eq!(r, Registered::New { id: 1, version: 1 });
+    let r = meta
+        .register_schema("s-value", &a, b"fp-a", Some(1))
+        .await
+        .expect("again");
+    assert_eq!(r, Registered::Existing { id: 1, version: 1 });
+    let r = meta
+        .register_schema("t-value", &a, b"fp-a", None)
+        .await
+        .expect("other subject");
+    assert_eq!(r, Registered::New { id: 1, version: 1 });
+    // A registration checked against a stale latest version is turned back.
+    let r = meta
+        .register_schema("s-value", &b, b"fp-b", None)
+        .await
+        .expect("stale");
+    assert_eq!(r, Registered::Changed);
+    let r = meta
+        .register_schema("s-value", &b, b"fp-b", Some(1))
+        .await
+        .expect("second");
+    assert_eq!(r, Registered::New { id: 2, version: 2 });
+    assert_eq!(meta.schema_by_id(2).await.expect("by id"), Some(b.clone()));
+    assert_eq!(meta.schema_by_id(3).await.expect("absent"), None);
+    let subjects = meta.subjects().await.expect("subjects");
+    assert_eq!(
+        subjects
+            .iter()
+            .map(|(s, v)| (s.as_str(), v.len()))
+            .collect::<Vec<_>>(),
+        vec![("s-value", 2), ("t-value", 1)]
+    );
+    // Soft delete keeps the version (and the id) around; hard delete removes it; a new
+    // version numbers after the highest one left.
+    assert!(meta
+        .delete_subject_version("s-value", 2, false)
+        .await
+        .expect("soft"));
+    let versions = meta.subject_versions("s-value").await.expect("versions");
+    assert!(versions[1].deleted);
+    assert!(meta
+        .delete_subject_version("s-value", 2, true)
+        .await
+        .expect("hard"));
+    assert!(!meta
+        .delete_subject_version("s-value", 2, true)
+        .await
+        .expect("gone"));
+    let r = meta
+        .register_schema("s-value", &b, b"fp-b", Some(1))
+        .await
+        .expect("re-add");
+    assert_eq!(r, Registered::New { id: 2, version: 2 });
+    // Settings, global and per subject.
+    let kind = RegistrySetting::Compatibility;
+    assert_eq!(
+        meta.registry_setting(kind, None).await.expect("unset"),
+        None
+    );
+    meta.set_registry_setting(kind, Some("s-value"), Some("FULL"))
+        .await
+        .expect("set");
+    assert_eq!(
+        meta.registry_setting(kind, Some("s-value"))
+            .await
+            .expect("get"),
+        Some("FULL".into())
+    );
+    assert_eq!(
+        meta.registry_setting(kind, None).await.expect("global"),
+        None
+    );
+    meta.set_registry_setting(kind, Some("s-value"), None)
+        .await
+        .expect("clear");
+    assert_eq!(
+        meta.registry_setting(kind, Some("s-value"))
+            .await
+            .expect("cleared"),
+        None
+    );
+}
+
 /// Runs every domain test against the backend `$make` yields (`Option<(guard, kv)>`,
 /// `None` to skip).
 macro_rules! meta_domain_tests {
@@ -859,6 +954,7 @@ macro_rules! meta_domain_tests {
             group_offsets_and_records,
             brokers_register_with_leases,
             concurrent_commits_are_dense,
+            schema_registry_state,
         ]);
     };
     ($backend:ident, $make:expr, [$($name:ident,)*]) => {
