@@ -90,6 +90,7 @@ pub mod faults;
 pub mod reader;
 pub mod storage;
 pub mod table;
+pub mod typed;
 
 /// Errors of the catalog layer.
 #[derive(Debug, thiserror::Error)]

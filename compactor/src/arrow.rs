@@ -10,6 +10,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, SchemaRef};
 use icestream_storage::records::Row;
 
+use crate::typed::{typed_columns, ValueDecoder};
 use crate::CompactError;
 
 fn field<'a>(schema: &'a SchemaRef, name: &str) -> Result<&'a Field, CompactError> {
@@ -18,12 +19,15 @@ fn field<'a>(schema: &'a SchemaRef, name: &str) -> Result<&'a Field, CompactErro
         .map_err(|e| CompactError::Schema(format!("{name}: {e}")))
 }
 
-/// Builds the record batch for `rows` of `partition` (rows in offset order).
+/// Builds the record batch for `rows` of `partition` (rows in offset order): the Kafka
+/// columns, then the typed columns the table has (decoded by `decoder`, null without
+/// one); with the count of values that did not decode.
 pub fn rows_to_batch(
     schema: &SchemaRef,
     partition: i32,
     rows: &[Row],
-) -> Result<RecordBatch, CompactError> {
+    decoder: Option<&ValueDecoder>,
+) -> Result<(RecordBatch, u64), CompactError> {
     let n = rows.len();
     let mut partitions = Int32Builder::with_capacity(n);
     let mut offsets = Int64Builder::with_capacity(n);
@@ -91,7 +95,7 @@ pub fn rows_to_batch(
     } else {
         (Arc::new(keys.finish()), Arc::new(values.finish()))
     };
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(partitions.finish()),
         Arc::new(offsets.finish()),
         Arc::new(timestamps.finish()),
@@ -99,6 +103,31 @@ pub fn rows_to_batch(
         value_col,
         Arc::new(headers.finish()),
     ];
+    let typed_fields = schema.fields().get(columns.len()..).unwrap_or_default();
+    let (typed, undecodable) = typed_columns(typed_fields, rows, decoder)?;
+    columns.extend(typed);
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| CompactError::Schema(e.to_string()))?;
+    Ok((batch, undecodable))
+}
+
+/// `batch` (read from a data file written under an older table schema) in the shape of
+/// `schema`: columns by name, cast where the type was promoted, null where the file has
+/// no such column.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, CompactError> {
+    let n = batch.num_rows();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let column = match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => c.clone(),
+            Some(c) if arrow_cast::can_cast_types(c.data_type(), f.data_type()) => {
+                arrow_cast::cast(c, f.data_type())
+                    .map_err(|e| CompactError::Schema(e.to_string()))?
+            }
+            _ => arrow_array::new_null_array(f.data_type(), n),
+        };
+        columns.push(column);
+    }
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| CompactError::Schema(e.to_string()))
 }
 
@@ -133,7 +162,7 @@ mod tests {
                 headers: vec![],
             },
         ];
-        let batch = rows_to_batch(&schema, 3, &rows).expect("batch");
+        let (batch, _) = rows_to_batch(&schema, 3, &rows, None).expect("batch");
         assert_eq!(batch.num_rows(), 2);
         let back = icestream_catalog::reader::batch_to_rows(&batch, 0, i64::MAX).expect("rows");
         assert_eq!(back, rows);
@@ -178,7 +207,7 @@ mod tests {
                 schema_to_arrow_schema(&icestream_catalog::table::topic_schema().expect("schema"))
                     .expect("arrow schema"),
             );
-            let batch = rows_to_batch(&schema, 7, &rows).expect("batch");
+            let (batch, _) = rows_to_batch(&schema, 7, &rows, None).expect("batch");
             proptest::prop_assert_eq!(batch.num_rows(), rows.len());
             let back = icestream_catalog::reader::batch_to_rows(&batch, i64::MIN, i64::MAX)
                 .expect("rows");

@@ -9,6 +9,7 @@ pub mod janitor;
 pub mod metrics;
 pub mod rewrite;
 pub mod round;
+pub mod typed;
 
 use std::sync::Arc;
 use std::time::Duration;

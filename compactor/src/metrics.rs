@@ -22,6 +22,14 @@ pub static ROWS: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     .ok()
 });
 
+pub static UNDECODABLE_VALUES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
+    register_int_counter!(
+        "icestream_compaction_undecodable_values_total",
+        "record values of schema-typed topics that did not decode (kept as bytes, typed columns null)"
+    )
+    .ok()
+});
+
 pub static BYTES: LazyLock<Option<IntCounter>> = LazyLock::new(|| {
     register_int_counter!(
         "icestream_compaction_wal_bytes_total",

@@ -375,10 +375,7 @@ impl RoundContext<'_> {
                     .with_batch_size(8192)
                     .build()?;
                 while let Some(batch) = stream.try_next().await? {
-                    let batch = arrow_array::RecordBatch::try_new(
-                        out.arrow_schema.clone(),
-                        batch.columns().to_vec(),
-                    )?;
+                    let batch = crate::arrow::conform(&batch, &out.arrow_schema)?;
                     check_offsets(&batch, &mut next, &f.path)?;
                     rows += batch.num_rows() as u64;
                     writer.write(batch).await?;

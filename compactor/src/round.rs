@@ -40,6 +40,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::arrow::rows_to_batch;
+use crate::typed::{avro_schema, latest_id, ValueDecoder};
 use crate::{failpoint, CompactError, CompactorConfig, SwapListener};
 
 /// What a round did.
@@ -132,6 +133,7 @@ impl RoundContext<'_> {
         }
         // Reload: resolving may have changed nothing in the table, but be exact.
         let table = self.catalog.load_table(table.identifier()).await?;
+        let table = self.follow_value_schema(topic, table).await?;
         let committed = committed_offsets(&table).await?;
 
         // Choose whole index entries per partition, within the round's byte budget.
@@ -240,6 +242,37 @@ impl RoundContext<'_> {
         Ok(report)
     }
 
+    /// Evolves the table to the latest schema of the topic's value subject, if the
+    /// registry has a newer one than the table's columns came from.
+    async fn follow_value_schema(
+        &self,
+        topic: &TopicMeta,
+        table: Table,
+    ) -> Result<Table, CompactError> {
+        let Some(id) = latest_id(self.meta, &format!("{}-value", topic.name)).await? else {
+            return Ok(table);
+        };
+        if value_schema_id(&table) == Some(id) {
+            return Ok(table);
+        }
+        let Some(avro) = avro_schema(self.meta, id).await? else {
+            return Ok(table);
+        };
+        let metadata = table.metadata();
+        let Some(schema) = icestream_catalog::typed::typed_schema(
+            metadata.current_schema(),
+            metadata.last_column_id(),
+            &avro,
+        )?
+        else {
+            return Ok(table);
+        };
+        let table =
+            icestream_catalog::typed::evolve(self.catalog.as_ref(), &table, schema, id).await?;
+        tracing::info!(topic = %topic.name, schema_id = id, "compaction: the table follows the value schema");
+        Ok(table)
+    }
+
     /// Reads and decodes the planned entries and writes one rolling Parquet writer per
     /// partition.
     async fn write_files(
@@ -272,12 +305,23 @@ impl RoundContext<'_> {
             let range = (first.base_offset, last.last_offset);
             total_rows += rows.len() as u64;
             let max_timestamp = entries.iter().map(|e| e.max_timestamp).max().unwrap_or(-1);
+            let decoder = match value_schema_id(table) {
+                Some(id) => ValueDecoder::for_rows(self.meta, id, &rows).await?,
+                None => None,
+            };
             let batch = {
                 let schema = out.arrow_schema.clone();
                 let p = *p;
-                tokio::task::spawn_blocking(move || rows_to_batch(&schema, p, &rows))
-                    .await
-                    .map_err(|e| CompactError::Schema(format!("batch task: {e}")))??
+                let (batch, undecodable) = tokio::task::spawn_blocking(move || {
+                    rows_to_batch(&schema, p, &rows, decoder.as_ref())
+                })
+                .await
+                .map_err(|e| CompactError::Schema(format!("batch task: {e}")))??;
+                if undecodable > 0 {
+                    crate::metrics::add(&crate::metrics::UNDECODABLE_VALUES, undecodable);
+                    tracing::debug!(topic = %topic.name, partition = p, undecodable, "compaction: values that did not decode with the registered schemas");
+                }
+                batch
             };
             let mut writer = out.partition(*p).await?;
             writer.write(batch).await?;
@@ -616,4 +660,13 @@ pub(crate) fn tile(mut files: Vec<RoundFile>, range: (i64, i64)) -> Vec<RoundFil
         next = f.last_offset + 1;
     }
     files
+}
+
+/// The registry id of the value schema the table's typed columns come from.
+pub(crate) fn value_schema_id(table: &Table) -> Option<i32> {
+    table
+        .metadata()
+        .properties()
+        .get(icestream_catalog::typed::PROP_VALUE_SCHEMA_ID)
+        .and_then(|v| v.parse().ok())
 }

@@ -279,3 +279,160 @@ def test_schemas_command(registry_broker, tmp_path):
     assert r.returncode == 1 and "not compatible" in r.stderr, r
     r = run("show", "missing-value")
     assert r.returncode == 1 and "40401" in r.stderr, r
+
+
+ORDER_V1 = json.dumps({
+    "type": "record", "name": "Order", "namespace": "shop",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "customer", "type": {
+            "type": "record", "name": "Customer",
+            "fields": [{"name": "name", "type": "string"},
+                       {"name": "vip", "type": "boolean"}]}},
+        {"name": "items", "type": {"type": "array", "items": "string"}},
+        {"name": "attributes", "type": {"type": "map", "values": "int"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal",
+                                    "precision": 10, "scale": 2}},
+        {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "offset", "type": "int"},
+    ]})
+ORDER_V2 = json.loads(ORDER_V1)
+ORDER_V2["fields"].append({"name": "coupon", "type": ["null", "string"], "default": None})
+ORDER_V2 = json.dumps(ORDER_V2)
+
+
+def order(i, coupon=None):
+    import datetime
+    import decimal
+    o = {"id": i, "customer": {"name": f"c{i}", "vip": i % 2 == 0},
+         "items": [f"item-{i}-{j}" for j in range(i % 3)],
+         "attributes": {"size": i, "color": i * 10},
+         "day": datetime.date(2026, 11, 1 + i % 28),
+         "at": datetime.datetime(2026, 11, 30, 12, 0, i % 60,
+                                 tzinfo=datetime.timezone.utc),
+         "amount": decimal.Decimal(f"{i}.25"),
+         "ref": uuid.UUID(int=i),
+         "note": None if i % 2 else f"note-{i}",
+         "offset": -i}
+    if coupon is not None:
+        o["coupon"] = coupon
+    return o
+
+
+def test_tables_get_typed_columns_from_the_value_schema(registry_broker):
+    """An Avro topic's table has the record's fields as typed columns (nested records,
+    arrays, maps, logical types, optional fields; `offset` clashes and becomes
+    `value_offset`), read by PyIceberg and DuckDB; the raw value stays byte-exact; a new
+    schema version adds its column (old rows null); a value that does not decode keeps
+    its bytes and null columns."""
+    from tables import duck_connection, sql_catalog, wait_for_rows
+
+    broker = registry_broker
+    client = SchemaRegistryClient({"url": broker.registry_url})
+    create_topic(broker.bootstrap, "orders", 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    ser1 = AvroSerializer(client, ORDER_V1)
+    ctx = SerializationContext("orders", MessageField.VALUE)
+    sent = {}
+    for i in range(20):
+        sent[i] = ser1(order(i), ctx)
+        producer.produce("orders", value=sent[i])
+    producer.flush(30)
+    catalog = sql_catalog(broker)
+    wait_for_rows(catalog, "orders", 20)
+
+    table = catalog.load_table(("kafka", "orders"))
+    names = [f.name for f in table.schema().fields]
+    assert names[:6] == ["partition", "offset", "timestamp", "key", "value", "headers"]
+    assert names[6:] == ["id", "customer", "items", "attributes", "day", "at", "amount",
+                         "ref", "note", "value_offset"]
+    got = {r["offset"]: r for r in table.scan().to_arrow().to_pylist()}
+    for i in range(20):
+        r, want = got[i], order(i)
+        assert r["value"] == sent[i]
+        assert r["id"] == i and r["customer"] == want["customer"]
+        assert r["items"] == want["items"]
+        assert dict(r["attributes"]) == want["attributes"]
+        assert r["day"] == want["day"] and r["at"] == want["at"]
+        assert r["amount"] == want["amount"]
+        assert r["ref"] == want["ref"].bytes or r["ref"] == want["ref"]
+        assert r["note"] == want["note"] and r["value_offset"] == -i
+
+    # v2 adds an optional field: a new column, null in the rows written before.
+    ser2 = AvroSerializer(client, ORDER_V2)
+    for i in range(20, 30):
+        sent[i] = ser2(order(i, coupon=f"C{i}"), ctx)
+        producer.produce("orders", value=sent[i])
+    # A value no schema decodes: stored as bytes, typed columns null.
+    producer.produce("orders", value=b"not avro at all")
+    producer.flush(30)
+    wait_for_rows(catalog, "orders", 31)
+    table = catalog.load_table(("kafka", "orders"))
+    assert [f.name for f in table.schema().fields][-1] == "coupon"
+    got = {r["offset"]: r for r in table.scan().to_arrow().to_pylist()}
+    assert all(got[i]["coupon"] is None and got[i]["id"] == i for i in range(20))
+    assert all(got[i]["coupon"] == f"C{i}" and got[i]["id"] == i for i in range(20, 30))
+    assert got[30]["value"] == b"not avro at all" and got[30]["id"] is None
+
+    # DuckDB reads the typed columns through the table's metadata.
+    con = duck_connection()
+    location = table.metadata_location
+    total, vips, coupons = con.execute(
+        f"SELECT sum(id), count(*) FILTER (WHERE customer.vip), count(coupon) "
+        f"FROM iceberg_scan('{location}')").fetchone()
+    assert total == sum(range(30)) and vips == 15 and coupons == 10
+    # Consumers still get the bytes they produced.
+    assert read_values(broker.bootstrap, "orders") == [sent[i] for i in range(30)] + [
+        b"not avro at all"]
+
+
+def test_file_rewrites_across_a_schema_change_keep_the_typed_columns(make_broker):
+    """Small files written under v1 and under v2 of the value schema are merged into files
+    of the current table schema: nothing lost, v1 rows keep null in the added column."""
+    from helpers import admin_settings, metric
+    from tables import sql_catalog, wait_for_rows
+
+    port = free_port()
+    broker = make_broker(admin_settings({
+        "schema_registry_listen": f"127.0.0.1:{port}", "compaction_interval_ms": 100,
+        "table_rewrite_interval_ms": 300, "table_max_small_files": 2}))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 10
+    while True:
+        try:
+            client = SchemaRegistryClient({"url": url})
+            client.get_subjects()
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            assert time.time() < deadline
+            time.sleep(0.1)
+    create_topic(broker.bootstrap, "merged", 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    ctx = SerializationContext("merged", MessageField.VALUE)
+    catalog = sql_catalog(broker)
+    n = 0
+    for version, schema in ((1, ORDER_V1), (2, ORDER_V2)):
+        ser = AvroSerializer(client, schema)
+        for _ in range(6):  # one small file per burst
+            for _ in range(5):
+                producer.produce("merged", value=ser(
+                    order(n, coupon=f"C{n}" if version == 2 else None), ctx))
+                n += 1
+            producer.flush(30)
+            wait_for_rows(catalog, "merged", n)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        table = catalog.load_table(("kafka", "merged"))
+        files = [t.file for t in table.scan().plan_files()]
+        if metric(broker, "icestream_table_rewrites_total") > 0 and len(files) <= 3:
+            break
+        time.sleep(0.5)
+    assert metric(broker, "icestream_table_rewrites_total") > 0
+    got = {r["offset"]: r for r in table.scan().to_arrow().to_pylist()}
+    assert sorted(got) == list(range(n))
+    for i, r in got.items():
+        assert r["id"] == i and r["customer"]["name"] == f"c{i}"
+        assert r["coupon"] == (f"C{i}" if i >= 30 else None)

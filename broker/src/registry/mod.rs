@@ -127,7 +127,8 @@ impl VersionRef {
 /// A parsed schema, ready to store and compare.
 struct Parsed {
     stored: StoredSchema,
-    avro: apache_avro::Schema,
+    /// The texts of the schemas it references.
+    references: Vec<String>,
     fingerprint: Vec<u8>,
 }
 
@@ -187,7 +188,7 @@ impl Registry {
         let avro = avro::parse(&input.schema, &texts).map_err(RegistryError::invalid_schema)?;
         let stored = StoredSchema {
             schema_type,
-            schema: avro.text,
+            schema: avro,
             references: input.references.clone(),
         };
         let mut hash = Sha256::new();
@@ -200,20 +201,18 @@ impl Registry {
         }
         Ok(Parsed {
             stored,
-            avro: avro.schema,
+            references: texts,
             fingerprint: hash.finalize().to_vec(),
         })
     }
 
-    async fn parse_stored(&self, stored: &StoredSchema) -> Result<apache_avro::Schema> {
-        let parsed = self
-            .parse(&SchemaInput {
-                schema: stored.schema.clone(),
-                schema_type: Some(stored.schema_type.clone()),
-                references: stored.references.clone(),
-            })
-            .await?;
-        Ok(parsed.avro)
+    async fn parse_stored(&self, stored: &StoredSchema) -> Result<Parsed> {
+        self.parse(&SchemaInput {
+            schema: stored.schema.clone(),
+            schema_type: Some(stored.schema_type.clone()),
+            references: stored.references.clone(),
+        })
+        .await
     }
 
     async fn setting(
@@ -287,8 +286,12 @@ impl Registry {
                 continue;
             }
             let old = self.parse_stored(&old).await?;
+            let (old, new) = (
+                (old.stored.schema.as_str(), old.references.as_slice()),
+                (new.stored.schema.as_str(), new.references.as_slice()),
+            );
             if backward {
-                if let Err(e) = avro::can_read(&old, &new.avro) {
+                if let Err(e) = avro::can_read(old, new) {
                     messages.push(format!(
                         "{{oldSchemaVersion: {}, compatibility: '{level}', reader can not read \
                          data written with version {}: {e}}}",
@@ -297,7 +300,7 @@ impl Registry {
                 }
             }
             if forward {
-                if let Err(e) = avro::can_read(&new.avro, &old) {
+                if let Err(e) = avro::can_read(new, old) {
                     messages.push(format!(
                         "{{oldSchemaVersion: {}, compatibility: '{level}', version {} can not \
                          read data written with the new schema: {e}}}",
