@@ -280,3 +280,88 @@ pub async fn evolve(
         .build();
     Ok(catalog.update_table(commit).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avro(fields: &str) -> Avro {
+        Avro::parse_str(&format!(
+            r#"{{"type": "record", "name": "R", "fields": [{fields}]}}"#
+        ))
+        .expect("avro")
+    }
+
+    #[test]
+    fn columns_keep_their_ids_across_versions() {
+        let base = crate::table::topic_schema().expect("base");
+        let v1 = avro(
+            r#"{"name": "id", "type": "int"},
+               {"name": "offset", "type": "string"},
+               {"name": "tags", "type": {"type": "array", "items": "string"}},
+               {"name": "c", "type": {"type": "record", "name": "C",
+                                      "fields": [{"name": "n", "type": "string"}]}}"#,
+        );
+        let s1 = typed_schema(&base, 9, &v1).expect("v1").expect("record");
+        let names: Vec<&str> = s1
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "partition",
+                "offset",
+                "timestamp",
+                "key",
+                "value",
+                "headers",
+                "id",
+                "value_offset",
+                "tags",
+                "c"
+            ]
+        );
+        let id_of = |s: &Schema, path: &str| s.field_by_name(path).map(|f| f.id);
+        // The Kafka columns keep 1..=9; typed fields get new ids above.
+        assert_eq!(id_of(&s1, "offset"), Some(2));
+        assert!(id_of(&s1, "id").expect("id") > 9);
+
+        // v2: `id` promoted to long, `tags` dropped, a nested field and a column added.
+        let v2 = avro(
+            r#"{"name": "id", "type": "long"},
+               {"name": "offset", "type": "string"},
+               {"name": "c", "type": {"type": "record", "name": "C",
+                                      "fields": [{"name": "n", "type": "string"},
+                                                 {"name": "m", "type": ["null", "int"]}]}},
+               {"name": "added", "type": ["null", "double"], "default": null}"#,
+        );
+        let s2 = typed_schema(&s1, s1.highest_field_id(), &v2)
+            .expect("v2")
+            .expect("record");
+        for path in ["id", "value_offset", "c", "c.n", "tags", "tags.element"] {
+            assert_eq!(id_of(&s2, path), id_of(&s1, path), "{path}");
+        }
+        assert_eq!(
+            s2.field_by_name("id").map(|f| f.field_type.to_string()),
+            Some("long".to_string())
+        );
+        let fresh = [id_of(&s2, "c.m"), id_of(&s2, "added")];
+        assert!(fresh
+            .iter()
+            .all(|id| id.expect("new") > s1.highest_field_id()));
+
+        // A type change Iceberg cannot promote gets a new column id.
+        let v3 = avro(r#"{"name": "id", "type": "string"}"#);
+        let s3 = typed_schema(&s2, s2.highest_field_id(), &v3)
+            .expect("v3")
+            .expect("record");
+        assert!(id_of(&s3, "id").expect("id") > s2.highest_field_id());
+        // Not a record: no typed columns.
+        assert!(typed_schema(&base, 9, &Avro::String)
+            .expect("string")
+            .is_none());
+    }
+}
