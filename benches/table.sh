@@ -28,6 +28,10 @@ echo "### compaction throughput (in-process, 512 MB of WAL, 16 partitions, 1 KiB
 "$BIN/tablebench" compact --mb "${COMPACT_MB:-512}" --partitions 16
 
 echo
+echo "### compaction throughput with typed columns (Avro values of a registered schema, decoded into columns)"
+"$BIN/tablebench" compact --mb "${COMPACT_MB:-512}" --partitions 16 --avro
+
+echo
 echo "### small-file rewrite (in-process: 256 MB of WAL folded in 4 MB rounds, then rewritten)"
 "$BIN/tablebench" compact --mb "${REWRITE_MB:-256}" --partitions 16 --round-mb 4 --rewrite | grep rewrite
 

@@ -53,6 +53,10 @@ enum Command {
         /// Then rewrite the small files into large ones, and report that too.
         #[arg(long)]
         rewrite: bool,
+        /// Values are Avro records (Confluent wire format) of a schema registered for the
+        /// topic, so the table gets typed columns the rounds decode into.
+        #[arg(long)]
+        avro: bool,
     },
     /// Produce at a steady rate to a running broker and time table visibility.
     Freshness {
@@ -107,7 +111,55 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-fn batch_of(n: usize, size: usize, now: i64, seed: u64) -> anyhow::Result<Bytes> {
+/// The value schema of `compact --avro`: a few typed fields and a payload that brings
+/// the encoded record to the requested size.
+const BENCH_SCHEMA: &str = r#"{"type": "record", "name": "Event", "namespace": "bench",
+  "fields": [{"name": "id", "type": "long"}, {"name": "user", "type": "string"},
+             {"name": "amount", "type": "double"}, {"name": "ok", "type": "boolean"},
+             {"name": "tags", "type": {"type": "array", "items": "string"}},
+             {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+             {"name": "payload", "type": "bytes"}]}"#;
+
+/// A Confluent-framed Avro value of [`BENCH_SCHEMA`] around `payload`.
+fn avro_value(
+    schema: &apache_avro::Schema,
+    id: i32,
+    i: usize,
+    now: i64,
+    payload: &[u8],
+) -> anyhow::Result<Bytes> {
+    use apache_avro::types::Value;
+    let record = Value::Record(vec![
+        ("id".into(), Value::Long(i as i64)),
+        ("user".into(), Value::String(format!("user-{}", i % 1000))),
+        ("amount".into(), Value::Double(i as f64 * 0.25)),
+        ("ok".into(), Value::Boolean(i % 2 == 0)),
+        (
+            "tags".into(),
+            Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+        ),
+        ("at".into(), Value::TimestampMillis(now)),
+        ("payload".into(), Value::Bytes(payload.to_vec())),
+    ]);
+    let mut out = vec![0u8];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend(apache_avro::to_avro_datum(schema, record)?);
+    Ok(Bytes::from(out))
+}
+
+fn batch_of(
+    n: usize,
+    size: usize,
+    now: i64,
+    seed: u64,
+    avro: Option<&(apache_avro::Schema, i32)>,
+) -> anyhow::Result<Bytes> {
+    // About 60 bytes of the Avro record are its other fields.
+    let size = if avro.is_some() {
+        size.saturating_sub(60)
+    } else {
+        size
+    };
     let mut value = vec![0u8; size];
     // xorshift: values that do not compress away, like real payloads mostly.
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -120,7 +172,11 @@ fn batch_of(n: usize, size: usize, now: i64, seed: u64) -> anyhow::Result<Bytes>
                 let bytes = state.to_le_bytes();
                 chunk.copy_from_slice(&bytes[..chunk.len()]);
             }
-            Record {
+            let value = match avro {
+                Some((schema, id)) => avro_value(schema, *id, i, now, &value)?,
+                None => Bytes::copy_from_slice(&value),
+            };
+            Ok(Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -132,11 +188,11 @@ fn batch_of(n: usize, size: usize, now: i64, seed: u64) -> anyhow::Result<Bytes>
                 sequence: i as i32 - 1,
                 timestamp: now + i as i64,
                 key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::copy_from_slice(&value)),
+                value: Some(value),
                 headers: Default::default(),
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut out = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut out,
@@ -156,6 +212,7 @@ async fn compact(
     record_size: usize,
     round_mb: usize,
     rewrite: bool,
+    avro: bool,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let kv = EmbeddedKv::open(&dir.path().join("meta.redb"))?;
@@ -170,6 +227,25 @@ async fn compact(
     let topic = meta
         .create_topic("bench", partitions, BTreeMap::new())
         .await?;
+    let avro = if avro {
+        let schema = apache_avro::Schema::parse_str(BENCH_SCHEMA)?;
+        let stored = icestream_storage::meta::StoredSchema {
+            schema_type: "AVRO".into(),
+            schema: BENCH_SCHEMA.into(),
+            references: Vec::new(),
+        };
+        let id = match meta
+            .register_schema("bench-value", &stored, b"bench", None)
+            .await?
+        {
+            icestream_storage::meta::Registered::New { id, .. }
+            | icestream_storage::meta::Registered::Existing { id, .. } => id,
+            icestream_storage::meta::Registered::Changed => anyhow::bail!("registry changed"),
+        };
+        Some((schema, id))
+    } else {
+        None
+    };
     // Segments of ~4 MiB: every partition gets a batch of 100 records per segment.
     let per_batch = 100usize;
     let mut written = 0usize;
@@ -182,7 +258,7 @@ async fn compact(
         let mut parts = Vec::new();
         for p in 0..partitions {
             seed += 1;
-            let batch = batch_of(per_batch, record_size, now, seed)?;
+            let batch = batch_of(per_batch, record_size, now, seed, avro.as_ref())?;
             let position = body.len() as u64;
             chunks.push(ChunkInfo {
                 topic_id: topic.id,
@@ -259,6 +335,12 @@ async fn compact(
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    let kind = if avro.is_some() {
+        "avro, typed columns"
+    } else {
+        "raw"
+    };
+    println!("values                {kind}");
     println!("compaction            {rows} records, {:.1} MB of WAL ({:.1} MB of record data), {rounds} rounds, {partitions} partitions", bytes as f64 / 1e6, raw as f64 / 1e6);
     println!(
         "throughput            {:.1} MB/s of WAL folded ({:.1} MB/s per CPU-second), {:.0} records/s",
@@ -592,7 +674,15 @@ fn main() -> anyhow::Result<()> {
             record_size,
             round_mb,
             rewrite,
-        } => rt.block_on(compact(mb, partitions, record_size, round_mb, rewrite)),
+            avro,
+        } => rt.block_on(compact(
+            mb,
+            partitions,
+            record_size,
+            round_mb,
+            rewrite,
+            avro,
+        )),
         Command::Freshness {
             bootstrap,
             catalog,

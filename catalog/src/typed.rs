@@ -205,9 +205,9 @@ fn collect_names(schema: &Avro, out: &mut HashMap<String, Avro>) {
     }
 }
 
-/// The table schema for `value_schema`: the Kafka columns of `current` (and any typed
-/// column the new schema no longer has, so old files stay readable), then one column
-/// per field of the Avro record. `None` if the value schema is not a record.
+/// The table schema for `value_schema`: the Kafka columns of `current`, then one column
+/// per field of the Avro record (and any typed column the new schema no longer has, so
+/// old files stay readable). `None` if the value schema is not a record.
 pub fn typed_schema(
     current: &Schema,
     last_column_id: i32,
@@ -230,13 +230,23 @@ pub fn typed_schema(
         .filter(|f| KAFKA_COLUMNS.contains(&f.name.as_str()))
         .cloned()
         .collect();
-    // Typed columns the new schema dropped stay (their data is still in old files).
+    // Columns keep their places: the existing typed columns (as the new schema defines
+    // them, or as they were if it dropped them: old files still hold their data), then
+    // the new ones in the schema's order.
     for f in current.as_struct().fields() {
-        if !KAFKA_COLUMNS.contains(&f.name.as_str()) && !typed.iter().any(|t| t.name == f.name) {
-            fields.push(f.clone());
+        if KAFKA_COLUMNS.contains(&f.name.as_str()) {
+            continue;
+        }
+        match typed.iter().find(|t| t.name == f.name) {
+            Some(t) => fields.push(t.clone()),
+            None => fields.push(f.clone()),
         }
     }
-    fields.extend(typed);
+    for t in typed {
+        if !fields.iter().any(|f| f.name == t.name) {
+            fields.push(t);
+        }
+    }
     Ok(Some(
         Schema::builder()
             .with_schema_id(current.schema_id() + 1)

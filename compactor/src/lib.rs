@@ -7,6 +7,7 @@ mod arrow;
 mod commit;
 pub mod janitor;
 pub mod metrics;
+pub mod proto;
 pub mod rewrite;
 pub mod round;
 pub mod typed;

@@ -40,7 +40,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::arrow::rows_to_batch;
-use crate::typed::{avro_schema, latest_id, ValueDecoder};
+use crate::typed::{latest_id, typed_schema, ValueDecoder};
 use crate::{failpoint, CompactError, CompactorConfig, SwapListener};
 
 /// What a round did.
@@ -255,14 +255,14 @@ impl RoundContext<'_> {
         if value_schema_id(&table) == Some(id) {
             return Ok(table);
         }
-        let Some(avro) = avro_schema(self.meta, id).await? else {
+        let Some(typed) = typed_schema(self.meta, id).await? else {
             return Ok(table);
         };
         let metadata = table.metadata();
         let Some(schema) = icestream_catalog::typed::typed_schema(
             metadata.current_schema(),
             metadata.last_column_id(),
-            &avro,
+            &typed.avro,
         )?
         else {
             return Ok(table);

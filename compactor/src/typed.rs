@@ -25,23 +25,65 @@ use icestream_storage::MetaStore;
 
 use crate::CompactError;
 
+/// A registered schema as the compactor uses it: as Avro (JSON and Protobuf schemas
+/// are converted), and how values written with it are encoded.
+pub struct TypedSchema {
+    pub avro: Avro,
+    pub format: Format,
+}
+
+/// How a schema's values are encoded after the Confluent header.
+pub enum Format {
+    Avro,
+    Json,
+    /// Message indexes, then the message (of this compiled schema).
+    Protobuf(crate::proto::Compiled),
+}
+
 /// Parsed schemas by registry id (ids never change what they name).
-static SCHEMAS: LazyLock<Mutex<HashMap<i32, Arc<Avro>>>> =
+static SCHEMAS: LazyLock<Mutex<HashMap<i32, Arc<TypedSchema>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The Avro schema registered under `id` (`None`: unknown id or not Avro).
-pub async fn avro_schema(meta: &MetaStore, id: i32) -> Result<Option<Arc<Avro>>, CompactError> {
+fn remember(id: i32, typed: TypedSchema) -> Arc<TypedSchema> {
+    let typed = Arc::new(typed);
+    SCHEMAS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, typed.clone());
+    typed
+}
+
+/// The schema registered under `id` (`None`: unknown id, or nothing columns can come
+/// from).
+pub async fn typed_schema(
+    meta: &MetaStore,
+    id: i32,
+) -> Result<Option<Arc<TypedSchema>>, CompactError> {
     if let Some(s) = SCHEMAS.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
         return Ok(Some(s.clone()));
     }
     let Some(stored) = meta.schema_by_id(id).await? else {
         return Ok(None);
     };
-    if stored.schema_type != "AVRO" {
+    if stored.schema_type == "JSON" {
+        let avro = serde_json::from_str::<serde_json::Value>(&stored.schema)
+            .ok()
+            .and_then(|json| json_schema_to_avro(&json));
+        return Ok(avro.map(|avro| {
+            remember(
+                id,
+                TypedSchema {
+                    avro,
+                    format: Format::Json,
+                },
+            )
+        }));
+    }
+    if stored.schema_type != "AVRO" && stored.schema_type != "PROTOBUF" {
         return Ok(None);
     }
-    // Referenced schemas, depth first, each once.
-    let mut texts: Vec<String> = Vec::new();
+    // Referenced schemas, depth first.
+    let mut texts: Vec<(String, String)> = Vec::new();
     let mut pending = stored.references.clone();
     let mut seen = 0;
     while let Some(r) = pending.pop() {
@@ -57,22 +99,41 @@ pub async fn avro_schema(meta: &MetaStore, id: i32) -> Result<Option<Arc<Avro>>,
             return Ok(None);
         };
         pending.extend(s.references.clone());
-        texts.push(s.schema);
+        texts.push((r.name.clone(), s.schema));
     }
+    if stored.schema_type == "PROTOBUF" {
+        let Ok(compiled) = crate::proto::compile(&stored.schema, &texts) else {
+            return Ok(None);
+        };
+        let avro = compiled
+            .message(&[0])
+            .and_then(|m| crate::proto::message_to_avro(&m));
+        return Ok(avro.map(|avro| {
+            remember(
+                id,
+                TypedSchema {
+                    avro,
+                    format: Format::Protobuf(compiled),
+                },
+            )
+        }));
+    }
+    let texts: Vec<String> = texts.into_iter().map(|(_, t)| t).collect();
     let parsed = if texts.is_empty() {
         Avro::parse_str(&stored.schema)
     } else {
         Avro::parse_str_with_list(&stored.schema, &texts).map(|(s, _)| s)
     };
-    let Ok(schema) = parsed else {
+    let Ok(avro) = parsed else {
         return Ok(None);
     };
-    let schema = Arc::new(schema);
-    SCHEMAS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, schema.clone());
-    Ok(Some(schema))
+    Ok(Some(remember(
+        id,
+        TypedSchema {
+            avro,
+            format: Format::Avro,
+        },
+    )))
 }
 
 /// The registry id of the latest live schema of `subject`.
@@ -93,9 +154,9 @@ fn framed_id(value: &[u8]) -> Option<i32> {
 
 /// Decodes record values into the table's typed columns.
 pub struct ValueDecoder {
-    reader: Arc<Avro>,
+    reader: Arc<TypedSchema>,
     /// Writer schemas of the ids the rows carry.
-    writers: HashMap<i32, Arc<Avro>>,
+    writers: HashMap<i32, Arc<TypedSchema>>,
 }
 
 impl ValueDecoder {
@@ -105,7 +166,7 @@ impl ValueDecoder {
         reader_id: i32,
         rows: &[Row],
     ) -> Result<Option<Self>, CompactError> {
-        let Some(reader) = avro_schema(meta, reader_id).await? else {
+        let Some(reader) = typed_schema(meta, reader_id).await? else {
             return Ok(None);
         };
         let mut writers = HashMap::new();
@@ -116,7 +177,7 @@ impl ValueDecoder {
             if writers.contains_key(&id) {
                 continue;
             }
-            if let Some(s) = avro_schema(meta, id).await? {
+            if let Some(s) = typed_schema(meta, id).await? {
                 writers.insert(id, s);
             }
         }
@@ -128,12 +189,29 @@ impl ValueDecoder {
         let value = value?;
         let writer = self.writers.get(&framed_id(value)?)?;
         let mut datum = &value[5..];
-        let decoded = if Arc::ptr_eq(writer, &self.reader) || **writer == *self.reader {
-            apache_avro::from_avro_datum(writer, &mut datum, None)
-        } else {
-            apache_avro::from_avro_datum(writer, &mut datum, Some(&self.reader))
-        }
-        .ok()?;
+        let decoded = match (&writer.format, &self.reader.format) {
+            // JSON documents and Protobuf messages carry their names: they are read
+            // with the table's schema.
+            (Format::Json, Format::Json) => {
+                let doc: serde_json::Value = serde_json::from_slice(datum).ok()?;
+                datum = &[];
+                json_to_avro_value(&doc, &self.reader.avro)?
+            }
+            (Format::Protobuf(compiled), Format::Protobuf(_)) => {
+                let (indexes, bytes) = crate::proto::split_indexes(datum)?;
+                let desc = compiled.message(&indexes)?;
+                let msg = prost_reflect::DynamicMessage::decode(desc, bytes).ok()?;
+                datum = &[];
+                crate::proto::message_to_value(&msg, &self.reader.avro)?
+            }
+            (Format::Avro, Format::Avro) => {
+                let reader = (!Arc::ptr_eq(writer, &self.reader)
+                    && writer.avro != self.reader.avro)
+                    .then_some(&self.reader.avro);
+                apache_avro::from_avro_datum(&writer.avro, &mut datum, reader).ok()?
+            }
+            _ => return None,
+        };
         match decoded {
             Value::Record(fields) if datum.is_empty() => Some(fields.into_iter().collect()),
             _ => None,
@@ -435,4 +513,161 @@ fn decimal_i128(bytes: &[u8]) -> Option<i128> {
     let mut buf = [fill; 16];
     buf[16 - bytes.len()..].copy_from_slice(bytes);
     Some(i128::from_be_bytes(buf))
+}
+
+/// An Avro field name for a JSON property (Avro names are `[A-Za-z_][A-Za-z0-9_]*`).
+fn avro_field_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The Avro equivalent of a JSON schema, for columns: objects with properties become
+/// records (every field optional), objects with only `additionalProperties` maps, arrays
+/// lists, `string` strings (`format` date and date-time: date and timestamp),
+/// `integer` longs, `number` doubles, `boolean` booleans. Anything else (no type,
+/// several types, `$ref`, combinators) has no column. `None` unless the root is an
+/// object with properties.
+pub fn json_schema_to_avro(schema: &serde_json::Value) -> Option<Avro> {
+    let mut counter = 0;
+    let avro = json_to_avro_type(schema, &mut counter)?;
+    if avro.get("type").and_then(serde_json::Value::as_str) != Some("record") {
+        return None;
+    }
+    Avro::parse_str(&avro.to_string()).ok()
+}
+
+fn json_to_avro_type(schema: &serde_json::Value, counter: &mut usize) -> Option<serde_json::Value> {
+    use serde_json::{json, Value as J};
+    let s = schema.as_object()?;
+    let types: Vec<&str> = match s.get("type") {
+        Some(J::String(t)) => vec![t.as_str()],
+        Some(J::Array(ts)) => ts
+            .iter()
+            .filter_map(J::as_str)
+            .filter(|t| *t != "null")
+            .collect(),
+        _ if s.contains_key("properties") => vec!["object"],
+        _ => return None,
+    };
+    let [t] = types.as_slice() else {
+        return None;
+    };
+    match *t {
+        "object" => {
+            if let Some(J::Object(props)) = s.get("properties") {
+                *counter += 1;
+                let mut names = std::collections::HashSet::new();
+                let fields: Vec<J> = props
+                    .iter()
+                    .filter_map(|(name, p)| {
+                        let avro_name = avro_field_name(name);
+                        if !names.insert(avro_name.clone()) {
+                            return None;
+                        }
+                        let ty = json_to_avro_type(p, counter)?;
+                        Some(json!({"name": avro_name, "type": ["null", ty], "default": null}))
+                    })
+                    .collect();
+                Some(json!({"type": "record", "name": format!("json_{counter}"), "fields": fields}))
+            } else {
+                let values = json_to_avro_type(s.get("additionalProperties")?, counter)?;
+                Some(json!({"type": "map", "values": ["null", values]}))
+            }
+        }
+        "array" => {
+            let items = json_to_avro_type(s.get("items")?, counter)?;
+            Some(json!({"type": "array", "items": ["null", items]}))
+        }
+        "string" => Some(match s.get("format").and_then(J::as_str) {
+            Some("date") => json!({"type": "int", "logicalType": "date"}),
+            Some("date-time") => json!({"type": "long", "logicalType": "timestamp-micros"}),
+            _ => json!("string"),
+        }),
+        "integer" => Some(json!("long")),
+        "number" => Some(json!("double")),
+        "boolean" => Some(json!("boolean")),
+        _ => None,
+    }
+}
+
+/// A JSON document as a value of its Avro equivalent (`None` where it does not fit).
+pub fn json_to_avro_value(doc: &serde_json::Value, schema: &Avro) -> Option<Value> {
+    use serde_json::Value as J;
+    match schema {
+        Avro::Union(u) => {
+            if doc.is_null() {
+                return Some(Value::Union(0, Box::new(Value::Null)));
+            }
+            let (i, branch) = u
+                .variants()
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !matches!(v, Avro::Null))?;
+            let v = json_to_avro_value(doc, branch).unwrap_or(Value::Null);
+            if matches!(v, Value::Null) {
+                return Some(Value::Union(0, Box::new(Value::Null)));
+            }
+            Some(Value::Union(i as u32, Box::new(v)))
+        }
+        Avro::Record(r) => {
+            let obj = doc.as_object()?;
+            let by_name: HashMap<String, &J> =
+                obj.iter().map(|(k, v)| (avro_field_name(k), v)).collect();
+            let fields = r
+                .fields
+                .iter()
+                .map(|f| {
+                    let v = by_name
+                        .get(&f.name)
+                        .and_then(|d| json_to_avro_value(d, &f.schema))
+                        .unwrap_or(Value::Union(0, Box::new(Value::Null)));
+                    (f.name.clone(), v)
+                })
+                .collect();
+            Some(Value::Record(fields))
+        }
+        Avro::Array(a) => Some(Value::Array(
+            doc.as_array()?
+                .iter()
+                .map(|d| json_to_avro_value(d, &a.items).unwrap_or(Value::Null))
+                .collect(),
+        )),
+        Avro::Map(m) => Some(Value::Map(
+            doc.as_object()?
+                .iter()
+                .map(|(k, d)| {
+                    (
+                        k.clone(),
+                        json_to_avro_value(d, &m.types).unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+        )),
+        Avro::String => doc.as_str().map(|s| Value::String(s.to_string())),
+        Avro::Long => doc.as_i64().map(Value::Long),
+        Avro::Double => doc.as_f64().map(Value::Double),
+        Avro::Boolean => doc.as_bool().map(Value::Boolean),
+        Avro::Date => {
+            let d = chrono::NaiveDate::parse_from_str(doc.as_str()?, "%Y-%m-%d").ok()?;
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+            i32::try_from((d - epoch).num_days()).ok().map(Value::Date)
+        }
+        Avro::TimestampMicros => {
+            let t = chrono::DateTime::parse_from_rfc3339(doc.as_str()?).ok()?;
+            Some(Value::TimestampMicros(t.timestamp_micros()))
+        }
+        _ => None,
+    }
 }

@@ -436,3 +436,176 @@ def test_file_rewrites_across_a_schema_change_keep_the_typed_columns(make_broker
     for i, r in got.items():
         assert r["id"] == i and r["customer"]["name"] == f"c{i}"
         assert r["coupon"] == (f"C{i}" if i >= 30 else None)
+
+
+READING_V1 = {
+    "$schema": "http://json-schema.org/draft-07/schema#", "title": "Reading",
+    "type": "object", "additionalProperties": False, "required": ["sensor"],
+    "properties": {
+        "sensor": {"type": "string"},
+        "value": {"type": "number"},
+        "count": {"type": "integer"},
+        "ok": {"type": "boolean"},
+        "day": {"type": "string", "format": "date"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "loc": {"type": "object", "properties": {"lat": {"type": "number"},
+                                                 "lon": {"type": "number"}}},
+    }}
+
+
+def test_json_schema_topics(registry_broker):
+    """JSON Schema through Confluent's JSONSerializer: registered, compatibility checked
+    as document-set inclusion, and the table gets typed columns (value clashes and
+    becomes value_value); an added property of a closed schema is compatible and becomes
+    a column."""
+    import datetime
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+    from tables import sql_catalog, wait_for_rows
+
+    broker = registry_broker
+    client = SchemaRegistryClient({"url": broker.registry_url})
+    assert "JSON" in client._rest_client.get("schemas/types")
+    create_topic(broker.bootstrap, "readings", 1)
+    ctx = SerializationContext("readings", MessageField.VALUE)
+    ser = JSONSerializer(json.dumps(READING_V1), client)
+    docs = [{"sensor": f"s{i}", "value": i / 4, "count": i, "ok": i % 2 == 0,
+             "day": f"2026-11-{i + 1:02d}", "tags": ["a"] * (i % 3),
+             "loc": {"lat": 1.5 * i, "lon": -2.0}} for i in range(10)]
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for d in docs:
+        producer.produce("readings", value=ser(d, ctx))
+    producer.flush(30)
+    de = JSONDeserializer(None, schema_registry_client=client)
+    assert [de(v, ctx) for v in read_values(broker.bootstrap, "readings")] == docs
+
+    # Set inclusion: a property added to a closed schema is fine, a narrowed type is not.
+    v2 = json.loads(json.dumps(READING_V1))
+    v2["properties"]["unit"] = {"type": "string"}
+    bad = json.loads(json.dumps(READING_V1))
+    bad["properties"]["count"] = {"type": "string"}
+    assert client.test_compatibility("readings-value", Schema(json.dumps(v2), "JSON"))
+    assert not client.test_compatibility("readings-value", Schema(json.dumps(bad), "JSON"))
+    with pytest.raises(SchemaRegistryError) as err:
+        client.register_schema("readings-value", Schema('{"type": 12}', "JSON"))
+    assert err.value.error_code == 42201
+
+    catalog = sql_catalog(broker)
+    wait_for_rows(catalog, "readings", 10)
+    ser2 = JSONSerializer(json.dumps(v2), client)
+    producer.produce("readings", value=ser2({"sensor": "s10", "unit": "C"}, ctx))
+    producer.flush(30)
+    wait_for_rows(catalog, "readings", 11)
+    table = catalog.load_table(("kafka", "readings"))
+    # Properties become columns in name order; added ones come last.
+    assert [f.name for f in table.schema().fields][6:] == [
+        "count", "day", "loc", "ok", "sensor", "tags", "value_value", "unit"]
+    got = {r["offset"]: r for r in table.scan().to_arrow().to_pylist()}
+    for i, d in enumerate(docs):
+        r = got[i]
+        assert (r["sensor"], r["value_value"], r["count"], r["ok"]) == (
+            d["sensor"], d["value"], d["count"], d["ok"])
+        assert r["day"] == datetime.date(2026, 11, i + 1)
+        assert r["tags"] == d["tags"] and r["loc"] == d["loc"] and r["unit"] is None
+    assert got[10]["sensor"] == "s10" and got[10]["unit"] == "C"
+    assert got[10]["count"] is None
+
+
+def payment_class():
+    """A Protobuf message class built at run time (no protoc): shop.Payment with scalars,
+    a repeated field, an enum, a Timestamp, a map and a nested message."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import timestamp_pb2  # noqa: F401 - registers Timestamp
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="shop/payment.proto", package="shop", syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto"])
+    status = fdp.enum_type.add(name="Status")
+    status.value.add(name="NEW", number=0)
+    status.value.add(name="PAID", number=1)
+    msg = fdp.message_type.add(name="Payment")
+    detail = msg.nested_type.add(name="Detail")
+    detail.field.add(name="note", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    entry = msg.nested_type.add(name="MetaEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+    for name, number, ftype, label, type_name in [
+            ("id", 1, F.TYPE_INT64, F.LABEL_OPTIONAL, None),
+            ("user", 2, F.TYPE_STRING, F.LABEL_OPTIONAL, None),
+            ("amount", 3, F.TYPE_DOUBLE, F.LABEL_OPTIONAL, None),
+            ("tags", 4, F.TYPE_STRING, F.LABEL_REPEATED, None),
+            ("status", 5, F.TYPE_ENUM, F.LABEL_OPTIONAL, ".shop.Status"),
+            ("at", 6, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".google.protobuf.Timestamp"),
+            ("meta", 7, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".shop.Payment.MetaEntry"),
+            ("detail", 8, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".shop.Payment.Detail")]:
+        f = msg.field.add(name=name, number=number, type=ftype, label=label)
+        if type_name:
+            f.type_name = type_name
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(fdp.name)
+    except KeyError:
+        pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Payment"))
+
+
+def test_protobuf_topics(registry_broker):
+    """Protobuf through Confluent's ProtobufSerializer (a serialized descriptor with its
+    import as a reference): round trip, compatibility by field numbers and wire types
+    (also for .proto source), and typed columns in the table."""
+    import datetime
+    from confluent_kafka.schema_registry.protobuf import (ProtobufDeserializer,
+                                                          ProtobufSerializer)
+    from tables import sql_catalog, wait_for_rows
+
+    broker = registry_broker
+    client = SchemaRegistryClient({"url": broker.registry_url})
+    Payment = payment_class()
+    create_topic(broker.bootstrap, "payments", 1)
+    ctx = SerializationContext("payments", MessageField.VALUE)
+    ser = ProtobufSerializer(Payment, client, {"use.deprecated.format": False})
+    messages = []
+    for i in range(12):
+        m = Payment(id=i, user=f"u{i}", amount=i * 1.5, tags=["x"] * (i % 3),
+                    status=i % 2)
+        m.at.FromDatetime(datetime.datetime(2026, 11, 30, 8, 0, i))
+        m.meta["n"] = i
+        if i % 2:
+            m.detail.note = f"note {i}"
+        messages.append(m)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for m in messages:
+        producer.produce("payments", value=ser(m, ctx))
+    producer.flush(30)
+    de = ProtobufDeserializer(Payment, {"use.deprecated.format": False})
+    assert [de(v, ctx) for v in read_values(broker.bootstrap, "payments")] == messages
+
+    # The same messages as .proto source, with one field's type and one field to choose.
+    source = ('syntax = "proto3"; package shop; import "google/protobuf/timestamp.proto"; '
+              'enum Status { NEW = 0; PAID = 1; } '
+              'message Payment { message Detail { string note = 1; } '
+              'int64 id = 1; string user = 2; %s amount = 3; repeated string tags = 4; '
+              'Status status = 5; google.protobuf.Timestamp at = 6; '
+              'map<string, int32> meta = 7; Detail detail = 8; %s }')
+    assert client.test_compatibility(
+        "payments-value", Schema(source % ("double", "string extra = 9;"), "PROTOBUF"))
+    assert not client.test_compatibility(
+        "payments-value", Schema(source % ("string", ""), "PROTOBUF"))
+    with pytest.raises(SchemaRegistryError) as err:
+        client.register_schema("payments-value",
+                               Schema("syntax = 'proto3'; message {", "PROTOBUF"))
+    assert err.value.error_code == 42201
+
+    catalog = sql_catalog(broker)
+    wait_for_rows(catalog, "payments", 12)
+    table = catalog.load_table(("kafka", "payments"))
+    assert [f.name for f in table.schema().fields][6:] == [
+        "id", "user", "amount", "tags", "status", "at", "meta", "detail"]
+    got = {r["offset"]: r for r in table.scan().to_arrow().to_pylist()}
+    for i, m in enumerate(messages):
+        r = got[i]
+        assert (r["id"], r["user"], r["amount"], r["tags"]) == (i, f"u{i}", i * 1.5, list(m.tags))
+        assert r["status"] == ("PAID" if i % 2 else "NEW")
+        assert r["at"] == datetime.datetime(2026, 11, 30, 8, 0, i, tzinfo=datetime.timezone.utc)
+        assert dict(r["meta"]) == {"n": i}
+        assert r["detail"] == ({"note": f"note {i}"} if i % 2 else None)

@@ -39,7 +39,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/", get(|| async { reply(Ok(json!({}))) }))
         .route(
             "/schemas/types",
-            get(|| async { reply(Ok(json!(["AVRO"]))) }),
+            get(|| async { reply(Ok(json!(super::SCHEMA_TYPES))) }),
         )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
@@ -132,9 +132,10 @@ fn parse_id(id: &str) -> Result<i32, RegistryError> {
     })
 }
 
-/// A schema in responses: `schemaType` only when not Avro, `references` when any.
-fn schema_fields(stored: &StoredSchema, into: &mut serde_json::Map<String, Value>) {
-    into.insert("schema".into(), json!(stored.schema));
+/// A schema in responses (its text rendered as asked): `schemaType` only when not Avro,
+/// `references` when any.
+fn schema_fields(stored: &StoredSchema, text: String, into: &mut serde_json::Map<String, Value>) {
+    into.insert("schema".into(), json!(text));
     if stored.schema_type != "AVRO" {
         into.insert("schemaType".into(), json!(stored.schema_type));
     }
@@ -143,13 +144,17 @@ fn schema_fields(stored: &StoredSchema, into: &mut serde_json::Map<String, Value
     }
 }
 
-fn version_body(subject: &str, v: &SubjectVersion, stored: &StoredSchema) -> Value {
+fn version_body(subject: &str, v: &SubjectVersion, stored: &StoredSchema, text: String) -> Value {
     let mut m = serde_json::Map::new();
     m.insert("subject".into(), json!(subject));
     m.insert("version".into(), json!(v.version));
     m.insert("id".into(), json!(v.id));
-    schema_fields(stored, &mut m);
+    schema_fields(stored, text, &mut m);
     Value::Object(m)
+}
+
+fn format(q: &HashMap<String, String>) -> Option<&str> {
+    q.get("format").map(String::as_str)
 }
 
 #[derive(Deserialize)]
@@ -173,19 +178,24 @@ fn schema_input(body: &Bytes) -> Result<SchemaInput, RegistryError> {
     })
 }
 
-async fn schema_by_id(State(r): Shared, Path(id): Path<String>) -> Response {
+async fn schema_by_id(State(r): Shared, Path(id): Path<String>, Query(q): Params) -> Response {
     let result = async {
         let stored = r.schema(parse_id(&id)?).await?;
+        let text = r.render(&stored, format(&q)).await?;
         let mut m = serde_json::Map::new();
-        schema_fields(&stored, &mut m);
+        schema_fields(&stored, text, &mut m);
         Ok(Value::Object(m))
     }
     .await;
     reply(result)
 }
 
-async fn raw_schema_by_id(State(r): Shared, Path(id): Path<String>) -> Response {
-    raw(async { Ok(r.schema(parse_id(&id)?).await?.schema) }.await)
+async fn raw_schema_by_id(State(r): Shared, Path(id): Path<String>, Query(q): Params) -> Response {
+    raw(async {
+        let stored = r.schema(parse_id(&id)?).await?;
+        r.render(&stored, format(&q)).await
+    }
+    .await)
 }
 
 async fn subjects_of_id(State(r): Shared, Path(id): Path<String>) -> Response {
@@ -251,7 +261,8 @@ async fn lookup(
     let result = async {
         let input = schema_input(&body)?;
         let (v, stored) = r.lookup(&subject, &input, flag(&q, "deleted")).await?;
-        Ok(version_body(&subject, &v, &stored))
+        let text = r.render(&stored, format(&q)).await?;
+        Ok(version_body(&subject, &v, &stored, text))
     }
     .await;
     reply(result)
@@ -278,7 +289,8 @@ async fn version(
         let (v, stored) = r
             .version(&subject, VersionRef::parse(&version)?, flag(&q, "deleted"))
             .await?;
-        Ok(version_body(&subject, &v, &stored))
+        let text = r.render(&stored, format(&q)).await?;
+        Ok(version_body(&subject, &v, &stored, text))
     }
     .await;
     reply(result)
@@ -293,7 +305,7 @@ async fn raw_version(
         let (_, stored) = r
             .version(&subject, VersionRef::parse(&version)?, flag(&q, "deleted"))
             .await?;
-        Ok(stored.schema)
+        r.render(&stored, format(&q)).await
     }
     .await;
     raw(result)

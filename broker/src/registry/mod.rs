@@ -4,11 +4,14 @@
 //! metadata store (`icestream_storage::meta::schemas`), so every broker serves the same
 //! registry; `http` serves it at `schema_registry_listen`.
 //!
-//! Schema types: Avro (parsed, with references, and checked with Avro's resolution rules).
+//! Schema types: Avro (with references; Avro's resolution rules), JSON Schema (set
+//! inclusion) and Protobuf (`.proto` source or serialized descriptors, with references
+//! as imports; Confluent's wire-compatibility rules).
 
 mod avro;
 pub mod cli;
 pub mod http;
+mod json;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -92,6 +95,8 @@ const LEVELS: &[&str] = &[
 const DEFAULT_LEVEL: &str = "BACKWARD";
 const MODES: &[&str] = &["READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT"];
 const DEFAULT_MODE: &str = "READWRITE";
+/// The schema types served.
+pub(crate) const SCHEMA_TYPES: &[&str] = &["JSON", "PROTOBUF", "AVRO"];
 /// How long produce-side validation trusts its view of a subject's schema ids.
 const IDS_TTL: Duration = Duration::from_secs(5);
 
@@ -129,6 +134,8 @@ struct Parsed {
     stored: StoredSchema,
     /// The texts of the schemas it references.
     references: Vec<String>,
+    /// Protobuf: the compiled schema.
+    proto: Option<icestream_compactor::proto::Compiled>,
     fingerprint: Vec<u8>,
 }
 
@@ -167,12 +174,13 @@ impl Registry {
             .clone()
             .unwrap_or_else(|| "AVRO".into())
             .to_ascii_uppercase();
-        if schema_type != "AVRO" {
+        if !SCHEMA_TYPES.contains(&schema_type.as_str()) {
             return Err(RegistryError::invalid_schema(format!(
-                "Invalid schema type {schema_type}: this registry serves AVRO schemas"
+                "Invalid schema type {schema_type}: this registry serves {SCHEMA_TYPES:?}"
             )));
         }
         let mut texts = Vec::with_capacity(input.references.len());
+        let mut named = Vec::with_capacity(input.references.len());
         for r in &input.references {
             let (_, referenced) = self
                 .version(&r.subject, VersionRef::Number(r.version), true)
@@ -183,12 +191,24 @@ impl Registry {
                         r.name, r.subject, r.version, e.message
                     ))
                 })?;
+            named.push((r.name.clone(), referenced.schema.clone()));
             texts.push(referenced.schema);
         }
-        let avro = avro::parse(&input.schema, &texts).map_err(RegistryError::invalid_schema)?;
+        let mut proto = None;
+        let text = match schema_type.as_str() {
+            "JSON" => json::parse(&input.schema, &texts),
+            "PROTOBUF" => icestream_compactor::proto::compile(&input.schema, &named)
+                .map(|compiled| {
+                    proto = Some(compiled);
+                    input.schema.trim().to_string()
+                })
+                .map_err(|e| format!("Invalid schema: {e}")),
+            _ => avro::parse(&input.schema, &texts),
+        }
+        .map_err(RegistryError::invalid_schema)?;
         let stored = StoredSchema {
             schema_type,
-            schema: avro,
+            schema: text,
             references: input.references.clone(),
         };
         let mut hash = Sha256::new();
@@ -202,6 +222,7 @@ impl Registry {
         Ok(Parsed {
             stored,
             references: texts,
+            proto,
             fingerprint: hash.finalize().to_vec(),
         })
     }
@@ -286,12 +307,18 @@ impl Registry {
                 continue;
             }
             let old = self.parse_stored(&old).await?;
-            let (old, new) = (
-                (old.stored.schema.as_str(), old.references.as_slice()),
-                (new.stored.schema.as_str(), new.references.as_slice()),
-            );
+            let kind = new.stored.schema_type.clone();
+            let can_read = |w: &Parsed, r: &Parsed| match (kind.as_str(), &w.proto, &r.proto) {
+                ("JSON", ..) => json::can_read(&w.stored.schema, &r.stored.schema),
+                ("PROTOBUF", Some(wp), Some(rp)) => icestream_compactor::proto::can_read(wp, rp),
+                _ => avro::can_read(
+                    (w.stored.schema.as_str(), w.references.as_slice()),
+                    (r.stored.schema.as_str(), r.references.as_slice()),
+                ),
+            };
+            let (old, new) = (&old, new);
             if backward {
-                if let Err(e) = avro::can_read(old, new) {
+                if let Err(e) = can_read(old, new) {
                     messages.push(format!(
                         "{{oldSchemaVersion: {}, compatibility: '{level}', reader can not read \
                          data written with version {}: {e}}}",
@@ -300,7 +327,7 @@ impl Registry {
                 }
             }
             if forward {
-                if let Err(e) = avro::can_read(new, old) {
+                if let Err(e) = can_read(new, old) {
                     messages.push(format!(
                         "{{oldSchemaVersion: {}, compatibility: '{level}', version {} can not \
                          read data written with the new schema: {e}}}",
@@ -437,6 +464,23 @@ impl Registry {
             })
         })?;
         Ok((v, self.schema(v.id).await?))
+    }
+
+    /// A stored schema's text in the format asked for: Protobuf schemas as `serialized`
+    /// (a base64 `FileDescriptorProto`) when asked, otherwise as registered.
+    pub async fn render(&self, stored: &StoredSchema, format: Option<&str>) -> Result<String> {
+        if stored.schema_type != "PROTOBUF"
+            || format != Some("serialized")
+            || icestream_compactor::proto::descriptor_from_base64(&stored.schema).is_some()
+        {
+            return Ok(stored.schema.clone());
+        }
+        let parsed = self.parse_stored(stored).await?;
+        parsed
+            .proto
+            .as_ref()
+            .and_then(icestream_compactor::proto::Compiled::serialized)
+            .ok_or_else(|| RegistryError::invalid_schema("the schema does not compile"))
     }
 
     /// The subjects and versions holding schema `id`.
