@@ -133,7 +133,7 @@ fn avro_value(
         ("id".into(), Value::Long(i as i64)),
         ("user".into(), Value::String(format!("user-{}", i % 1000))),
         ("amount".into(), Value::Double(i as f64 * 0.25)),
-        ("ok".into(), Value::Boolean(i % 2 == 0)),
+        ("ok".into(), Value::Boolean(i.is_multiple_of(2))),
         (
             "tags".into(),
             Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
