@@ -40,6 +40,7 @@ USER_BAD = json.dumps({
 def registry_broker(make_broker):
     port = free_port()
     broker = make_broker({"schema_registry_listen": f"127.0.0.1:{port}",
+                          "admin_listen": f"127.0.0.1:{free_port()}",
                           "compaction_interval_ms": 300})
     broker.registry_url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 10
@@ -376,6 +377,8 @@ def test_tables_get_typed_columns_from_the_value_schema(registry_broker):
     assert all(got[i]["coupon"] is None and got[i]["id"] == i for i in range(20))
     assert all(got[i]["coupon"] == f"C{i}" and got[i]["id"] == i for i in range(20, 30))
     assert got[30]["value"] == b"not avro at all" and got[30]["id"] is None
+    from helpers import metric
+    assert metric(broker, "icestream_compaction_undecodable_values_total") >= 1
 
     # DuckDB reads the typed columns through the table's metadata.
     con = duck_connection()
