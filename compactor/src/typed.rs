@@ -269,6 +269,20 @@ pub fn typed_columns(
     Ok((columns, undecodable))
 }
 
+fn string_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) | Value::Enum(_, s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::Bytes(x) => Some(x.as_slice()),
+        _ => None,
+    }
+}
+
 /// Unwraps unions (the resolved branch).
 fn plain(v: &Value) -> &Value {
     match v {
@@ -331,40 +345,10 @@ fn append(b: &mut dyn ArrayBuilder, dt: &DataType, v: Option<&Value>) {
                 _ => None,
             })
         ),
-        DataType::Utf8 => put!(
-            b,
-            StringBuilder,
-            v.and_then(|v| match v {
-                Value::String(s) => Some(s.as_str()),
-                Value::Enum(_, s) => Some(s.as_str()),
-                _ => None,
-            })
-        ),
-        DataType::LargeUtf8 => put!(
-            b,
-            LargeStringBuilder,
-            v.and_then(|v| match v {
-                Value::String(s) => Some(s.as_str()),
-                Value::Enum(_, s) => Some(s.as_str()),
-                _ => None,
-            })
-        ),
-        DataType::Binary => put!(
-            b,
-            BinaryBuilder,
-            v.and_then(|v| match v {
-                Value::Bytes(x) => Some(x.as_slice()),
-                _ => None,
-            })
-        ),
-        DataType::LargeBinary => put!(
-            b,
-            LargeBinaryBuilder,
-            v.and_then(|v| match v {
-                Value::Bytes(x) => Some(x.as_slice()),
-                _ => None,
-            })
-        ),
+        DataType::Utf8 => put!(b, StringBuilder, v.and_then(string_of)),
+        DataType::LargeUtf8 => put!(b, LargeStringBuilder, v.and_then(string_of)),
+        DataType::Binary => put!(b, BinaryBuilder, v.and_then(bytes_of)),
+        DataType::LargeBinary => put!(b, LargeBinaryBuilder, v.and_then(bytes_of)),
         DataType::FixedSizeBinary(n) => {
             if let Some(b) = b.as_any_mut().downcast_mut::<FixedSizeBinaryBuilder>() {
                 let bytes: Option<Vec<u8>> = v.and_then(|v| match v {

@@ -612,3 +612,28 @@ def test_protobuf_topics(registry_broker):
         assert r["at"] == datetime.datetime(2026, 11, 30, 8, 0, i, tzinfo=datetime.timezone.utc)
         assert dict(r["meta"]) == {"n": i}
         assert r["detail"] == ({"note": f"note {i}"} if i % 2 else None)
+
+
+def test_avro_references(registry_broker):
+    """A schema that uses a type registered under another subject (a reference): it
+    registers, the referenced version lists it in `referencedby`, and the referenced
+    version cannot be dropped from under it silently (its id stays resolvable)."""
+    from confluent_kafka.schema_registry import SchemaReference
+
+    client = SchemaRegistryClient({"url": registry_broker.registry_url})
+    customer = json.dumps({"type": "record", "name": "Customer", "namespace": "shop",
+                           "fields": [{"name": "name", "type": "string"}]})
+    order = json.dumps({"type": "record", "name": "Order", "namespace": "shop",
+                        "fields": [{"name": "id", "type": "long"},
+                                   {"name": "customer", "type": "shop.Customer"}]})
+    client.register_schema("customer", Schema(customer, "AVRO"))
+    refs = [SchemaReference("shop.Customer", "customer", 1)]
+    oid = client.register_schema("order-value", Schema(order, "AVRO", refs))
+    got = client.get_schema(oid)
+    assert [(r.name, r.subject, r.version) for r in got.references] == [
+        ("shop.Customer", "customer", 1)]
+    assert client._rest_client.get("subjects/customer/versions/1/referencedby") == [oid]
+    # Without the reference the name is unknown.
+    with pytest.raises(SchemaRegistryError) as err:
+        client.register_schema("order2-value", Schema(order, "AVRO"))
+    assert err.value.error_code == 42201

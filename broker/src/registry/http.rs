@@ -316,9 +316,10 @@ async fn referenced_by(
     Path((subject, version)): Path<(String, String)>,
 ) -> Response {
     let result = async {
-        r.version(&subject, VersionRef::parse(&version)?, false)
+        let ids = r
+            .referenced_by(&subject, VersionRef::parse(&version)?)
             .await?;
-        Ok(json!([]))
+        Ok(json!(ids))
     }
     .await;
     reply(result)

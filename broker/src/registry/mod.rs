@@ -502,6 +502,33 @@ impl Registry {
             .collect())
     }
 
+    /// The ids of the live schemas that reference `subject`'s version.
+    pub async fn referenced_by(&self, subject: &str, version: VersionRef) -> Result<Vec<i32>> {
+        let (v, _) = self.version(subject, version, false).await?;
+        let all = self
+            .meta
+            .subjects()
+            .await
+            .map_err(|e| RegistryError::store(&e))?;
+        let mut ids: Vec<i32> = all
+            .into_iter()
+            .flat_map(|(_, versions)| versions.into_iter().filter(|v| !v.deleted).map(|v| v.id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids {
+            let s = self.schema(id).await?;
+            if s.references
+                .iter()
+                .any(|r| r.subject == subject && r.version == v.version)
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes a subject: soft (its versions hidden) or, after that, permanent.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
         self.check_writable(subject).await?;
