@@ -202,17 +202,17 @@ def test_topics_with_schema_validation_refuse_records_without_a_registered_id(
 
 
 def test_every_broker_serves_the_same_registry(postgres_url, seaweedfs, tmp_path):
-    """Two brokers sharing PostgreSQL: a schema registered through one is served, and
-    enforced on produce, by the other."""
+    """Three brokers sharing PostgreSQL: a schema registered through one is served, and
+    enforced on produce, by the others."""
     from helpers import Broker
     from test_cluster import cluster_settings
 
     prefix = f"sr-{uuid.uuid4().hex[:8]}"
-    ports = [free_port(), free_port()]
+    ports = [free_port() for _ in range(3)]
     brokers = [Broker(tmp_path / f"b{i}",
                       {**cluster_settings(postgres_url, seaweedfs, prefix),
                        "schema_registry_listen": f"127.0.0.1:{ports[i]}"},
-                      free_port()).start() for i in range(2)]
+                      free_port()).start() for i in range(3)]
     try:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         for url in urls:
@@ -233,6 +233,11 @@ def test_every_broker_serves_the_same_registry(postgres_url, seaweedfs, tmp_path
         with pytest.raises(SchemaRegistryError) as err:
             b.register_schema(subject, Schema(USER_BAD, "AVRO"))
         assert err.value.error_code == 409
+        # A version added through the third broker is the latest everywhere.
+        c = SchemaRegistryClient({"url": urls[2]})
+        sid2 = c.register_schema(subject, Schema(USER_V2, "AVRO"))
+        assert a.get_latest_version(subject).schema_id == sid2
+        assert b.get_versions(subject) == [1, 2]
 
         admin = AdminClient({"bootstrap.servers": brokers[0].bootstrap})
         admin.create_topics(
