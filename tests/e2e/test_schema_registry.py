@@ -5,6 +5,8 @@ registered schema id; and every broker serving the same registry."""
 
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -164,6 +166,80 @@ def test_compatibility_levels_are_enforced(registry_broker):
     with pytest.raises(SchemaRegistryError) as err:
         client.register_schema("frozen-value", Schema(USER_V1, "AVRO"))
     assert err.value.error_code == 42205
+
+
+def post_schema(url, subject, body):
+    """POST a registration the way a registry-to-registry exporter does (with `id` and
+    `version`, which the client's register call does not send)."""
+    request = urllib.request.Request(
+        f"{url}/subjects/{subject}/versions", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_import_mode_keeps_the_ids_and_versions_of_another_registry(registry_broker):
+    url = registry_broker.registry_url
+    client = SchemaRegistryClient({"url": url})
+    client.register_schema("existing-value", Schema(USER_V1, "AVRO"))
+    # IMPORT needs an empty subject, or force.
+    with pytest.raises(SchemaRegistryError) as err:
+        client.update_mode("existing-value", "IMPORT")
+    assert err.value.error_code == 42205
+    # An id outside IMPORT mode is refused.
+    status, body = post_schema(url, "existing-value",
+                               {"schema": USER_V2, "id": 500, "version": 2})
+    assert status == 422 and body["error_code"] == 42205, body
+
+    assert client.update_mode("moved-value", "IMPORT") == "IMPORT"
+    assert client.get_mode("moved-value") == "IMPORT"
+    status, body = post_schema(url, "moved-value", {"schema": USER_V1, "id": 1000, "version": 3})
+    assert (status, body) == (200, {"id": 1000})
+    status, body = post_schema(url, "moved-value", {"schema": USER_V2, "id": 1001, "version": 7})
+    assert (status, body) == (200, {"id": 1001})
+    # The same import again is fine; another schema under a taken id or version is not.
+    assert post_schema(url, "moved-value", {"schema": USER_V1, "id": 1000, "version": 3}) == (
+        200, {"id": 1000})
+    status, body = post_schema(url, "moved-value", {"schema": USER_BAD, "id": 1001, "version": 8})
+    assert status == 422 and body["error_code"] == 42207, body
+    status, body = post_schema(url, "moved-value", {"schema": USER_BAD, "id": 1002, "version": 7})
+    assert status == 422 and body["error_code"] == 42207, body
+    # Compatibility is not checked while importing (USER_BAD is not BACKWARD of USER_V2).
+    assert post_schema(url, "moved-value", {"schema": USER_BAD, "id": 1002, "version": 9}) == (
+        200, {"id": 1002})
+
+    assert client.get_versions("moved-value") == [3, 7, 9]
+    v7 = client.get_version("moved-value", 7)
+    assert v7.schema_id == 1001 and json.loads(v7.schema.schema_str) == json.loads(USER_V2)
+    assert json.loads(client.get_schema(1000).schema_str) == json.loads(USER_V1)
+
+    # Back to READWRITE: the imported schemas keep their ids, new ones come after them,
+    # and records framed with an imported id decode with the client's deserializer.
+    client.update_mode("moved-value", "READWRITE")
+    client.set_compatibility("moved-value", "NONE")
+    assert client.register_schema("moved-value", Schema(USER_BAD, "AVRO")) == 1002
+    widened = json.dumps({"type": "record", "name": "User", "namespace": "shop",
+                          "fields": [{"name": "name", "type": "string"}]})
+    new_id = client.register_schema("moved-value", Schema(widened, "AVRO"))
+    assert new_id > 1002
+    assert client.get_versions("moved-value") == [3, 7, 9, 10]
+
+    create_topic(registry_broker.bootstrap, "moved", 1)
+    serializer = AvroSerializer(client, USER_V1, conf={"auto.register.schemas": False,
+                                                       "use.latest.version": False})
+    # The serializer looks the schema up in "moved-value": version 3, id 1000.
+    producer = Producer({"bootstrap.servers": registry_broker.bootstrap})
+    user = {"name": "ada", "age": 36}
+    producer.produce("moved", value=serializer(
+        user, SerializationContext("moved", MessageField.VALUE)))
+    producer.flush(30)
+    raw = read_values(registry_broker.bootstrap, "moved")
+    assert int.from_bytes(raw[0][1:5], "big") == 1000
+    deserializer = AvroDeserializer(client)
+    assert deserializer(raw[0], SerializationContext("moved", MessageField.VALUE)) == user
 
 
 def test_topics_with_schema_validation_refuse_records_without_a_registered_id(

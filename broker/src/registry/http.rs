@@ -164,6 +164,10 @@ struct SchemaBody {
     schema_type: Option<String>,
     #[serde(default)]
     references: Option<Vec<SchemaReference>>,
+    #[serde(default)]
+    id: Option<i32>,
+    #[serde(default)]
+    version: Option<i32>,
 }
 
 fn schema_input(body: &Bytes) -> Result<SchemaInput, RegistryError> {
@@ -175,6 +179,8 @@ fn schema_input(body: &Bytes) -> Result<SchemaInput, RegistryError> {
         schema: b.schema,
         schema_type: b.schema_type,
         references: b.references.unwrap_or_default(),
+        id: b.id,
+        version: b.version,
     })
 }
 
@@ -465,14 +471,14 @@ struct ModeBody {
     mode: String,
 }
 
-async fn put_mode(r: &Registry, subject: Option<&str>, body: &Bytes) -> Response {
+async fn put_mode(r: &Registry, subject: Option<&str>, force: bool, body: &Bytes) -> Response {
     let result = async {
         let b: ModeBody = serde_json::from_slice(body).map_err(|e| RegistryError {
             code: 42204,
             message: format!("Invalid mode: {e}"),
         })?;
         let mode = r
-            .set_mode(subject, Some(&b.mode.to_ascii_uppercase()))
+            .set_mode(subject, Some(&b.mode.to_ascii_uppercase()), force)
             .await?;
         Ok(json!({ "mode": mode }))
     }
@@ -484,8 +490,8 @@ async fn global_mode(State(r): Shared) -> Response {
     reply(r.mode(None, true).await.map(|m| json!({ "mode": m })))
 }
 
-async fn put_global_mode(State(r): Shared, body: Bytes) -> Response {
-    put_mode(&r, None, &body).await
+async fn put_global_mode(State(r): Shared, Query(q): Params, body: Bytes) -> Response {
+    put_mode(&r, None, flag(&q, "force"), &body).await
 }
 
 async fn subject_mode(State(r): Shared, Path(subject): Path<String>, Query(q): Params) -> Response {
@@ -496,13 +502,18 @@ async fn subject_mode(State(r): Shared, Path(subject): Path<String>, Query(q): P
     )
 }
 
-async fn put_subject_mode(State(r): Shared, Path(subject): Path<String>, body: Bytes) -> Response {
-    put_mode(&r, Some(&subject), &body).await
+async fn put_subject_mode(
+    State(r): Shared,
+    Path(subject): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    put_mode(&r, Some(&subject), flag(&q, "force"), &body).await
 }
 
 async fn delete_subject_mode(State(r): Shared, Path(subject): Path<String>) -> Response {
     reply(
-        r.set_mode(Some(&subject), None)
+        r.set_mode(Some(&subject), None, false)
             .await
             .map(|m| json!({ "mode": m })),
     )

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use icestream_storage::meta::{
-    Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion,
+    Imported, Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion,
 };
 use icestream_storage::{MetaError, MetaStore};
 use sha2::{Digest, Sha256};
@@ -107,6 +107,10 @@ pub struct SchemaInput {
     /// `AVRO` when absent.
     pub schema_type: Option<String>,
     pub references: Vec<SchemaReference>,
+    /// The global id to register under (IMPORT mode only).
+    pub id: Option<i32>,
+    /// The subject version to register as (IMPORT mode; otherwise only the next one).
+    pub version: Option<i32>,
 }
 
 /// Which version of a subject: a number or the latest.
@@ -232,6 +236,7 @@ impl Registry {
             schema: stored.schema.clone(),
             schema_type: Some(stored.schema_type.clone()),
             references: stored.references.clone(),
+            ..SchemaInput::default()
         })
         .await
     }
@@ -261,7 +266,8 @@ impl Registry {
             .unwrap_or_else(|| DEFAULT_LEVEL.into()))
     }
 
-    async fn check_writable(&self, subject: &str) -> Result<()> {
+    /// The subject's mode, once it may be written: read-only subjects are refused.
+    async fn check_writable(&self, subject: &str) -> Result<String> {
         let mode = match self.setting(RegistrySetting::Mode, Some(subject)).await? {
             Some(m) => m,
             None => self
@@ -275,7 +281,7 @@ impl Registry {
                 format!("Subject {subject} is in read-only mode"),
             ));
         }
-        Ok(())
+        Ok(mode)
     }
 
     /// The reasons `new` may not follow `versions` of the subject under `level` (empty:
@@ -342,8 +348,17 @@ impl Registry {
     /// Registers a schema under a subject (idempotent): its global id.
     pub async fn register(&self, subject: &str, input: &SchemaInput) -> Result<i32> {
         check_subject(subject)?;
-        self.check_writable(subject).await?;
+        let mode = self.check_writable(subject).await?;
         let parsed = self.parse(input).await?;
+        if mode == "IMPORT" {
+            return self.import(subject, input, &parsed).await;
+        }
+        if input.id.is_some() {
+            return Err(RegistryError::new(
+                42205,
+                format!("Subject {subject} is not in import mode: a schema id cannot be given"),
+            ));
+        }
         for _ in 0..8 {
             let versions = self.versions_of(subject).await?;
             let live: Vec<SubjectVersion> =
@@ -353,6 +368,19 @@ impl Registry {
             for v in &live {
                 if self.schema(v.id).await? == parsed.stored {
                     return Ok(v.id);
+                }
+            }
+            if let Some(version) = input.version {
+                let next = versions.last().map_or(1, |v| v.version + 1);
+                if version != next {
+                    return Err(RegistryError::new(
+                        42202,
+                        format!(
+                            "Version {version} is not one more than the subject's latest \
+                             version ({})",
+                            next - 1
+                        ),
+                    ));
                 }
             }
             let level = self.level(subject).await?;
@@ -386,6 +414,49 @@ impl Registry {
             50002,
             "The subject kept changing while the schema was being registered",
         ))
+    }
+
+    /// IMPORT mode: the schema under the id and version given, without compatibility
+    /// checks (the schemas come from another registry, as they were there).
+    async fn import(&self, subject: &str, input: &SchemaInput, parsed: &Parsed) -> Result<i32> {
+        let Some(id) = input.id.filter(|id| *id > 0) else {
+            return Err(RegistryError::new(
+                42205,
+                format!("Subject {subject} is in import mode: a schema id (above 0) is required"),
+            ));
+        };
+        let version = match input.version {
+            Some(v) if v >= 1 => v,
+            Some(v) => return Err(RegistryError::invalid_version(&v.to_string())),
+            None => self
+                .versions_of(subject)
+                .await?
+                .last()
+                .map_or(1, |v| v.version + 1),
+        };
+        match self
+            .meta
+            .import_schema(subject, &parsed.stored, &parsed.fingerprint, id, version)
+            .await
+            .map_err(|e| RegistryError::store(&e))?
+        {
+            Imported::Done => {
+                tracing::info!(subject, id, version, "schema imported");
+                self.forget(subject);
+                Ok(id)
+            }
+            Imported::IdTaken => Err(RegistryError::new(
+                42207,
+                format!("Overwrite new schema with id {id} is not permitted."),
+            )),
+            Imported::VersionTaken { id: other } => Err(RegistryError::new(
+                42207,
+                format!(
+                    "Version {version} of subject {subject} already holds schema id {other}, \
+                     not {id}"
+                ),
+            )),
+        }
     }
 
     /// The live version of `subject` holding this schema.
@@ -694,7 +765,15 @@ impl Registry {
         }
     }
 
-    pub async fn set_mode(&self, subject: Option<&str>, mode: Option<&str>) -> Result<String> {
+    /// Sets (or with `None` removes) a mode. IMPORT is refused while the subject (or, for
+    /// the global mode, the registry) has schemas, unless `force`d: importing next to
+    /// schemas registered here could give one id two meanings.
+    pub async fn set_mode(
+        &self,
+        subject: Option<&str>,
+        mode: Option<&str>,
+        force: bool,
+    ) -> Result<String> {
         let previous = self.mode(subject, true).await?;
         if let Some(m) = mode {
             if !MODES.contains(&m) {
@@ -702,6 +781,23 @@ impl Registry {
                     42204,
                     format!("Invalid mode. Valid values are {MODES:?}"),
                 ));
+            }
+            if m == "IMPORT" && previous != "IMPORT" && !force {
+                let empty = match subject {
+                    Some(s) => self.versions_of(s).await?.is_empty(),
+                    None => self
+                        .meta
+                        .subjects()
+                        .await
+                        .map_err(|e| RegistryError::store(&e))?
+                        .is_empty(),
+                };
+                if !empty {
+                    return Err(RegistryError::new(
+                        42205,
+                        "Cannot import since found existing subjects",
+                    ));
+                }
             }
         }
         self.meta

@@ -34,7 +34,9 @@ pub use log::{
     SegmentAppend, UnitOutcome,
 };
 pub use producers::{check_batch, SequenceCheck};
-pub use schemas::{Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion};
+pub use schemas::{
+    Imported, Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion,
+};
 pub use segments::SegmentGcCandidate;
 pub use txn::{TxnEffects, TxnPartition, TxnRecord, TxnState};
 

@@ -53,6 +53,17 @@ pub enum Registered {
     Changed,
 }
 
+/// What an import (a registration with the id and version given) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// Stored (or already there, identical).
+    Done,
+    /// The id holds a different schema.
+    IdTaken,
+    /// The subject's version holds a different schema id.
+    VersionTaken { id: i32 },
+}
+
 const SCHEMA_ID_COUNTER: &str = "schema_id";
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> MetaError {
@@ -191,6 +202,81 @@ impl MetaStore {
                         serde_json::to_vec(&entry).map_err(|e| corrupt("subject version", e))?;
                     tx.set(&keys::subject_version(&subject, version), &value);
                     Ok(Registered::New { id, version })
+                })
+            })
+            .await
+    }
+
+    /// Imports `schema` under the global `id` as `version` of `subject` (the registry's
+    /// IMPORT mode, for moving schemas from another registry with their ids); later ids
+    /// assigned by registration come after it.
+    pub async fn import_schema(
+        &self,
+        subject: &str,
+        schema: &StoredSchema,
+        fingerprint: &[u8],
+        id: i32,
+        version: i32,
+    ) -> Result<Imported> {
+        let subject = subject.to_owned();
+        let schema = schema.clone();
+        let fingerprint = fingerprint.to_vec();
+        self.kv
+            .transact(|tx| {
+                let (subject, schema, fingerprint) =
+                    (subject.clone(), schema.clone(), fingerprint.clone());
+                Box::pin(async move {
+                    let version_key = keys::subject_version(&subject, version);
+                    let version_there: Option<SubjectVersion> = match tx.get(&version_key).await? {
+                        Some(v) => Some(
+                            serde_json::from_slice(&v)
+                                .map_err(|e| corrupt("subject version", e))?,
+                        ),
+                        None => None,
+                    };
+                    if let Some(there) = version_there.filter(|v| v.id != id) {
+                        return Ok(Imported::VersionTaken { id: there.id });
+                    }
+                    let key = keys::schema(id);
+                    match tx.get(&key).await? {
+                        Some(v) => {
+                            let there: StoredSchema =
+                                serde_json::from_slice(&v).map_err(|e| corrupt("schema", e))?;
+                            if there != schema {
+                                return Ok(Imported::IdTaken);
+                            }
+                        }
+                        None => {
+                            let value =
+                                serde_json::to_vec(&schema).map_err(|e| corrupt("schema", e))?;
+                            tx.set(&key, &value);
+                            // The first id of a schema stays the one registration answers.
+                            let fp_key = keys::schema_fingerprint(&fingerprint);
+                            if tx.get(&fp_key).await?.is_none() {
+                                tx.set(&fp_key, &encode_i64(i64::from(id)));
+                            }
+                        }
+                    }
+                    let counter = keys::counter(SCHEMA_ID_COUNTER);
+                    let next = match tx.get(&counter).await? {
+                        Some(v) => decode_i64(&v, "schema id counter")?,
+                        None => 1,
+                    };
+                    if next <= i64::from(id) {
+                        tx.set(&counter, &encode_i64(i64::from(id) + 1));
+                    }
+                    if version_there.is_some_and(|v| !v.deleted) {
+                        return Ok(Imported::Done);
+                    }
+                    let entry = SubjectVersion {
+                        version,
+                        id,
+                        deleted: false,
+                    };
+                    let value =
+                        serde_json::to_vec(&entry).map_err(|e| corrupt("subject version", e))?;
+                    tx.set(&version_key, &value);
+                    Ok(Imported::Done)
                 })
             })
             .await
