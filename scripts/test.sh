@@ -25,6 +25,9 @@ command -v kcat >/dev/null || packages+=(kcat)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
+# librdkafka with TLS and SCRAM in the load generator (benches/, built by clippy)
+dpkg -s libssl-dev >/dev/null 2>&1 || packages+=(libssl-dev)
+command -v pkg-config >/dev/null || packages+=(pkg-config)
 command -v javac >/dev/null || packages+=(openjdk-17-jdk-headless)  # the Java client and Flink tests
 if [ ${#packages[@]} -gt 0 ]; then
   log "installing ${packages[*]}"

@@ -71,6 +71,10 @@ struct Args {
     /// Broker process id, to report its CPU time and peak RSS.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// Extra librdkafka settings for every client, KEY=VALUE (repeatable), e.g.
+    /// `security.protocol=SASL_SSL`.
+    #[arg(long = "client", value_name = "KEY=VALUE")]
+    client: Vec<String>,
     /// The broker's WAL directory (local store), to count segment objects written.
     #[arg(long)]
     wal_dir: Option<PathBuf>,
@@ -149,10 +153,21 @@ fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+/// A client configuration with the bootstrap servers and the `--client` settings.
+fn client_config(args: &Args) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &args.bootstrap);
+    for kv in &args.client {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--client {kv:?} is not KEY=VALUE"))?;
+        config.set(k, v);
+    }
+    Ok(config)
+}
+
 fn create_topic(args: &Args, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &args.bootstrap)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(args)?.create()?;
     let rt = std::thread::spawn({
         let topic = topic.to_string();
         let partitions = args.partitions;
@@ -214,8 +229,7 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let e2e = Arc::new(Mutex::new(histogram()));
     let consumer_thread = if args.consume {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &args.bootstrap)
+        let consumer: BaseConsumer = client_config(&args)?
             .set("group.id", "loadgen")
             .set("isolation.level", &args.isolation)
             .set("enable.auto.commit", "false")
@@ -272,12 +286,11 @@ fn main() -> anyhow::Result<()> {
             acked_records: AtomicU64::new(0),
         });
         contexts.push(ctx.clone());
-        let mut config = ClientConfig::new();
+        let mut config = client_config(&args)?;
         if args.transaction_ms > 0 {
             config.set("transactional.id", format!("loadgen-{w}-{}", now_nanos()));
         }
         let producer: ThreadedProducer<ArcContext> = config
-            .set("bootstrap.servers", &args.bootstrap)
             .set("acks", &args.acks)
             .set("compression.type", &args.compression)
             .set("linger.ms", args.linger_ms.to_string())

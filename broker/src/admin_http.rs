@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: `GET /metrics` (Prometheus text format) and `GET /health`
-//! (200 while the broker serves and its metadata store answers).
+//! (200 while the broker serves and its metadata store answers). With HTTP authentication
+//! on, everything but `/health` asks for a user's password (HTTP basic).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::security::HttpAuth;
 
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
     loop {
@@ -34,9 +36,29 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
             }
             let head = String::from_utf8_lossy(&buf[..len]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = respond(&broker, path).await;
+            let authorization = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("authorization")
+                    .then(|| value.trim().to_string())
+            });
+            // /health stays open for load balancers and orchestrators.
+            let open = matches!(path, "/health" | "/ready");
+            let allowed =
+                open || broker.security.http(authorization.as_deref()).await != HttpAuth::Denied;
+            let (status, content_type, body, extra) = if allowed {
+                let (s, c, b) = respond(&broker, path).await;
+                (s, c, b, "")
+            } else {
+                (
+                    "401 Unauthorized",
+                    "text/plain",
+                    b"authentication required".to_vec(),
+                    "www-authenticate: Basic realm=\"icestream\"\r\n",
+                )
+            };
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(response.as_bytes()).await;

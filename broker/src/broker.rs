@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use icestream_storage::kv::{self, KvError};
+use icestream_storage::meta::ListenerAddress;
 use icestream_storage::{MetaError, MetaStore, Objects, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::appender::{Appender, AppenderConfig};
 use crate::log::Log;
+use crate::security::ListenerConfig;
 use crate::settings::Settings;
 use crate::topics::Topics;
 
@@ -35,6 +37,8 @@ pub enum StartError {
     },
     #[error("advertised listener {0:?} is not host:port")]
     Advertised(String),
+    #[error("security: {0}")]
+    Security(String),
 }
 
 /// Components given to the broker instead of being opened from the settings' URLs: the
@@ -58,6 +62,8 @@ pub struct Endpoint {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Every listener's advertised address (empty with a single listener).
+    pub listeners: Vec<ListenerAddress>,
 }
 
 pub struct Broker {
@@ -74,6 +80,7 @@ pub struct Broker {
     pub cluster: Arc<crate::cluster::Cluster>,
     pub transactions: Arc<crate::txn::Transactions>,
     pub registry: Arc<crate::registry::Registry>,
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Background tasks to wait for at shutdown.
@@ -88,13 +95,12 @@ pub struct Tasks {
 }
 
 impl Broker {
-    /// Opens every component. `listen_port` is the port actually bound, used when no
-    /// advertised listener is configured.
+    /// Opens every component. `bound` are the listeners' protocols and bound addresses,
+    /// advertised where no advertised address is configured.
     pub async fn open(
         settings: Settings,
         components: Components,
-        listen_host: &str,
-        listen_port: u16,
+        bound: &[(ListenerConfig, std::net::SocketAddr)],
         shutdown: CancellationToken,
     ) -> Result<(Arc<Self>, Tasks), StartError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::DataDir {
@@ -121,7 +127,18 @@ impl Broker {
             None if shared => meta.allocate_node_id().await?,
             None => 0,
         };
-        let endpoint = endpoint(&settings, listen_host, listen_port, node_id)?;
+        let endpoint = endpoint(&settings, bound, node_id)?;
+        let security = Arc::new(
+            crate::security::Security::new(
+                &settings,
+                bound.iter().any(|(l, _)| l.protocol.sasl()),
+                meta.clone(),
+            )
+            .map_err(StartError::Security)?,
+        );
+        if security.authorizer.enabled {
+            security.authorizer.reload().await?;
+        }
         let (cluster, cluster_task) = crate::cluster::Cluster::start(
             meta.clone(),
             endpoint.clone(),
@@ -233,9 +250,16 @@ impl Broker {
                 ),
             },
         ));
-        let txn_timers = tokio::spawn(transactions.clone().run_timers(shutdown_for_txns));
+        let txn_timers = tokio::spawn(transactions.clone().run_timers(shutdown_for_txns.clone()));
+        if security.authorizer.enabled {
+            tokio::spawn(security.authorizer.clone().run(
+                std::time::Duration::from_millis(settings.metadata_refresh_ms.max(10)),
+                shutdown_for_txns,
+            ));
+        }
         let registry = Arc::new(crate::registry::Registry::new(meta.clone()));
         let broker = Arc::new(Self {
+            security,
             registry,
             transactions,
             cluster,
@@ -267,31 +291,46 @@ impl Broker {
 
 fn endpoint(
     settings: &Settings,
-    listen_host: &str,
-    listen_port: u16,
+    bound: &[(ListenerConfig, std::net::SocketAddr)],
     node_id: i32,
 ) -> Result<Endpoint, StartError> {
-    let (host, port) = match &settings.advertised_listener {
-        Some(adv) => {
-            let (h, p) = adv
-                .rsplit_once(':')
-                .ok_or_else(|| StartError::Advertised(adv.clone()))?;
-            let port: i32 = p.parse().map_err(|_| StartError::Advertised(adv.clone()))?;
-            (h.to_string(), port)
-        }
-        None => {
-            let host = if listen_host == "0.0.0.0" || listen_host == "::" {
-                "127.0.0.1".to_string()
-            } else {
-                listen_host.to_string()
-            };
-            (host, i32::from(listen_port))
-        }
-    };
+    let mut listeners = Vec::new();
+    for (listener, addr) in bound {
+        let (host, port) = match &listener.advertised {
+            Some(adv) => {
+                let (h, p) = adv
+                    .rsplit_once(':')
+                    .ok_or_else(|| StartError::Advertised(adv.clone()))?;
+                let port: i32 = p.parse().map_err(|_| StartError::Advertised(adv.clone()))?;
+                (h.to_string(), port)
+            }
+            None => {
+                let host = if addr.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    addr.ip().to_string()
+                };
+                (host, i32::from(addr.port()))
+            }
+        };
+        listeners.push(ListenerAddress {
+            name: listener.protocol.name().to_string(),
+            host,
+            port,
+        });
+    }
+    let first = listeners
+        .first()
+        .cloned()
+        .ok_or_else(|| StartError::Security("no listener".into()))?;
+    if listeners.len() == 1 {
+        listeners.clear();
+    }
     Ok(Endpoint {
         node_id,
-        host,
-        port,
+        host: first.host,
+        port: first.port,
         rack: settings.rack.clone(),
+        listeners,
     })
 }

@@ -103,6 +103,7 @@ impl Cluster {
             rack: self.me.rack.clone(),
             incarnation: self.incarnation.clone(),
             expires_ms: 0,
+            listeners: self.me.listeners.clone(),
         }
     }
 

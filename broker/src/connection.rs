@@ -16,14 +16,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ResponseFuture};
 use crate::broker::Broker;
+use crate::security::Session;
 
 /// Responses waiting to be written per connection (Kafka clients pipeline at most a few).
 const MAX_PENDING_RESPONSES: usize = 64;
@@ -69,24 +68,37 @@ enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn serve(
+/// Serves one connection (plain TCP or TLS, split into its halves) until the client
+/// closes it, a frame is bad, or the broker shuts down. On SASL listeners a client that
+/// has not authenticated within `sasl_authentication_timeout_ms` is dropped.
+pub async fn serve<R, W>(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    reader: R,
+    writer: W,
+    mut session: Session,
     memory: RequestMemory,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = session.peer;
     let (tx, rx) = mpsc::channel::<ResponseFuture>(MAX_PENDING_RESPONSES);
     let writer_task = tokio::spawn(write_loop(writer, rx, peer));
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let max = broker.settings.socket_request_max_bytes;
-    tracing::debug!(%peer, "connection.open");
+    let auth_deadline = tokio::time::Instant::now() + broker.security.auth_timeout;
+    tracing::debug!(%peer, listener = session.listener.name(), "connection.open");
     crate::metrics::gauge_add(&crate::metrics::CONNECTIONS, 1);
     loop {
+        let unauthenticated = session.listener.sasl() && !session.authenticated;
         let frame = tokio::select! {
             f = read_frame(&mut reader, max, &memory) => f,
+            _ = tokio::time::sleep_until(auth_deadline), if unauthenticated => {
+                crate::metrics::inc(&crate::metrics::AUTHENTICATION_FAILURES);
+                tracing::info!(%peer, "closing connection: no SASL authentication in time");
+                break;
+            }
             _ = shutdown.cancelled() => break,
         };
         let (frame, permit) = match frame {
@@ -102,7 +114,7 @@ pub async fn serve(
                 break;
             }
         };
-        let dispatched = api::dispatch(&broker, frame, peer).await;
+        let dispatched = api::dispatch(&broker, frame, &mut session).await;
         drop(permit);
         match dispatched {
             Ok(Some(response)) => {
@@ -118,6 +130,9 @@ pub async fn serve(
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
             }
+        }
+        if session.close {
+            break;
         }
     }
     drop(tx);
@@ -161,8 +176,8 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(Some((buf.freeze(), permit)))
 }
 
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut rx: mpsc::Receiver<ResponseFuture>,
     peer: SocketAddr,
 ) {

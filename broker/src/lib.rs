@@ -20,6 +20,7 @@ pub mod groups;
 pub mod log;
 pub mod metrics;
 pub mod registry;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod supervisor;

@@ -59,6 +59,15 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// SASL users (SCRAM credentials in the metadata store): add, list, delete. Works on
+    /// the metadata store of the settings given (stop an embedded-store broker first, or
+    /// use AlterUserScramCredentials through a running one).
+    Users {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// The schema registry: list subjects, show a schema, check or register one.
     Schemas {
         /// The registry's URL (a broker's `schema_registry_listen`).
@@ -66,6 +75,31 @@ enum Command {
         registry: String,
         #[command(subcommand)]
         command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Adds a user (or sets a new password), with credentials for both SCRAM mechanisms
+    /// unless --mechanism; PLAIN checks passwords against them.
+    Add {
+        user: String,
+        /// The password (or ICESTREAM_USER_PASSWORD).
+        #[arg(long, env = "ICESTREAM_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512 (default: both).
+        #[arg(long)]
+        mechanism: Option<String>,
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+    },
+    /// Every user and its mechanisms.
+    List,
+    /// Removes a user's credentials (one mechanism with --mechanism).
+    Delete {
+        user: String,
+        #[arg(long)]
+        mechanism: Option<String>,
     },
 }
 
@@ -186,6 +220,13 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(schemas(registry.trim_end_matches('/'), command))
         }
+        Command::Users { settings, command } => {
+            let settings = settings.load()?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(users(settings, command))
+        }
         Command::Compactor(args) => {
             let settings = args.load()?;
             tokio::runtime::Builder::new_multi_thread()
@@ -262,6 +303,61 @@ async fn groups(bootstrap: &str, command: GroupsCommand) -> anyhow::Result<()> {
                 .map(|_| ())
         }
     }
+}
+
+async fn users(settings: Settings, command: UsersCommand) -> anyhow::Result<()> {
+    use icestream::security::scram::{self, Mechanism};
+    use std::sync::Arc;
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let kv = icestream_storage::kv::open(&settings.metadata, &settings.data_dir)
+        .await
+        .context("opening the metadata store (an embedded store is locked while a broker runs)")?;
+    let meta = icestream_storage::MetaStore::new(kv, Arc::new(icestream_storage::SystemClock));
+    let mechanisms = |m: Option<String>| -> anyhow::Result<Vec<Mechanism>> {
+        match m {
+            None => Ok(Mechanism::ALL.to_vec()),
+            Some(name) => Ok(vec![Mechanism::from_name(&name).with_context(|| {
+                format!("unknown mechanism {name:?} (SCRAM-SHA-256 or SCRAM-SHA-512)")
+            })?]),
+        }
+    };
+    match command {
+        UsersCommand::Add {
+            user,
+            password,
+            mechanism,
+            iterations,
+        } => {
+            anyhow::ensure!(!user.is_empty(), "the user name must not be empty");
+            anyhow::ensure!(!password.is_empty(), "the password must not be empty");
+            anyhow::ensure!(
+                (scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&iterations),
+                "iterations must be between {} and {}",
+                scram::MIN_ITERATIONS,
+                scram::MAX_ITERATIONS
+            );
+            for m in mechanisms(mechanism)? {
+                let credential = scram::credential(m, &password, iterations);
+                meta.set_scram_credential(&user, m.name(), &credential)
+                    .await?;
+                println!("{user}: {} credential set", m.name());
+            }
+        }
+        UsersCommand::List => {
+            for (user, mechanism, iterations) in meta.scram_users().await? {
+                println!("{user}\t{mechanism}\titerations={iterations}");
+            }
+        }
+        UsersCommand::Delete { user, mechanism } => {
+            let mut any = false;
+            for m in mechanisms(mechanism)? {
+                any |= meta.delete_scram_credential(&user, m.name()).await?;
+            }
+            anyhow::ensure!(any, "user {user:?} has no such credentials");
+            println!("{user}: deleted");
+        }
+    }
+    Ok(())
 }
 
 async fn compactor(settings: Settings) -> anyhow::Result<()> {

@@ -59,6 +59,17 @@ counter!(
     "connections closed because a request frame could not be decoded"
 );
 counter!(
+    AUTHENTICATION_FAILURES,
+    "icestream_authentication_failures_total",
+    "failed authentications: wrong credentials, failed TLS handshakes, clients that did not \
+     authenticate in time (Kafka and HTTP)"
+);
+counter!(
+    AUTHORIZATION_FAILURES,
+    "icestream_authorization_failures_total",
+    "requests (or parts of them) refused by the ACLs"
+);
+counter!(
     FETCH_REQUESTS,
     "icestream_fetch_requests_total",
     "fetch requests"

@@ -9,11 +9,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Components, StartError};
 use crate::connection;
 use crate::gc;
+use crate::security::{self, Protocol, Session};
 use crate::settings::Settings;
 use crate::supervisor::Supervisor;
 
@@ -22,7 +24,10 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running broker.
 pub struct Server {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's protocol and address.
+    pub listeners: Vec<(Protocol, SocketAddr)>,
     pub broker: Arc<Broker>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -39,26 +44,47 @@ impl Server {
         settings: Settings,
         components: Components,
     ) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: settings.listen.clone(),
+        let configs = security::listeners(&settings).map_err(StartError::Security)?;
+        let mut bound = Vec::new();
+        let mut sockets = Vec::new();
+        for config in configs {
+            let listener =
+                TcpListener::bind(&config.bind)
+                    .await
+                    .map_err(|source| StartError::Listen {
+                        addr: config.bind.clone(),
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Listen {
+                addr: config.bind.clone(),
                 source,
             })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: settings.listen.clone(),
-            source,
-        })?;
+            let tls = if config.protocol.tls() {
+                let auth = security::tls::ClientAuth::parse(&settings.ssl_client_auth)
+                    .unwrap_or(security::tls::ClientAuth::None);
+                Some(
+                    security::tls::acceptor(
+                        settings.ssl_certificate_file.as_deref(),
+                        settings.ssl_key_file.as_deref(),
+                        settings.ssl_client_ca_file.as_deref(),
+                        auth,
+                    )
+                    .map_err(|e| StartError::Security(e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            sockets.push((config.protocol, listener, tls));
+            bound.push((config, addr));
+        }
+        let addr = bound[0].1;
+        let listeners: Vec<(Protocol, SocketAddr)> =
+            bound.iter().map(|(c, a)| (c.protocol, *a)).collect();
         let shutdown = CancellationToken::new();
-        let (broker, tasks) = Broker::open(
-            settings,
-            components,
-            &addr.ip().to_string(),
-            addr.port(),
-            shutdown.clone(),
-        )
-        .await?;
-        tracing::info!(%addr, "listening for Kafka clients");
+        let (broker, tasks) = Broker::open(settings, components, &bound, shutdown.clone()).await?;
+        for (protocol, addr) in &listeners {
+            tracing::info!(%addr, listener = protocol.name(), "listening for Kafka clients");
+        }
         let mut supervisor = Supervisor::default();
         // Joined in this order: the appender first (everything accepted is committed while
         // the metadata store and registration are still there), the compactor last but one,
@@ -103,6 +129,7 @@ impl Server {
                     tokio::spawn(crate::registry::http::serve(
                         l,
                         broker.registry.clone(),
+                        broker.security.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -111,8 +138,8 @@ impl Server {
                 }
             }
         }
-        let task = tokio::spawn(accept_loop(
-            listener,
+        let task = tokio::spawn(accept_loops(
+            sockets,
             broker.clone(),
             shutdown.clone(),
             async move {
@@ -124,6 +151,7 @@ impl Server {
         ));
         Ok(Self {
             addr,
+            listeners,
             broker,
             shutdown,
             task,
@@ -143,8 +171,13 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Socket = (Protocol, TcpListener, Option<TlsAcceptor>);
+
+async fn accept_loops(
+    sockets: Vec<Socket>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
     background: impl std::future::Future<Output = ()>,
@@ -155,6 +188,44 @@ async fn accept_loop(
         broker.settings.socket_request_max_bytes,
     );
     let connections = tokio_util::task::TaskTracker::new();
+    let loops: Vec<_> = sockets
+        .into_iter()
+        .map(|(protocol, listener, tls)| {
+            accept_loop(
+                protocol,
+                listener,
+                tls,
+                broker.clone(),
+                shutdown.clone(),
+                limit.clone(),
+                memory.clone(),
+                connections.clone(),
+            )
+        })
+        .collect();
+    futures::future::join_all(loops).await;
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(30), connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections did not finish within 30 s of shutdown");
+    }
+    background.await;
+    tracing::info!("broker stopped");
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    protocol: Protocol,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+    limit: Arc<Semaphore>,
+    memory: connection::RequestMemory,
+    connections: tokio_util::task::TaskTracker,
+) {
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p {
@@ -177,19 +248,49 @@ async fn accept_loop(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         let memory = memory.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            connection::serve(broker, stream, peer, memory, shutdown).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    let session = Session::new(protocol, peer, None);
+                    let (reader, writer) = stream.into_split();
+                    connection::serve(broker, reader, writer, session, memory, shutdown).await;
+                }
+                Some(acceptor) => {
+                    let accepted =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match accepted {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            crate::metrics::inc(&crate::metrics::AUTHENTICATION_FAILURES);
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            crate::metrics::inc(&crate::metrics::AUTHENTICATION_FAILURES);
+                            tracing::info!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    // SSL listeners: the client certificate names the principal; on
+                    // SASL_SSL the SASL exchange does.
+                    let principal = if protocol.sasl() {
+                        None
+                    } else {
+                        stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(security::tls::principal_of)
+                    };
+                    let session = Session::new(protocol, peer, principal);
+                    let (reader, writer) = tokio::io::split(stream);
+                    connection::serve(broker, reader, writer, session, memory, shutdown).await;
+                }
+            }
             drop(permit);
         });
     }
-    drop(listener);
-    connections.close();
-    if tokio::time::timeout(Duration::from_secs(30), connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections did not finish within 30 s of shutdown");
-    }
-    background.await;
-    tracing::info!("broker stopped");
 }

@@ -43,6 +43,37 @@ pub struct Settings {
     pub schema_registry_listen: String,
     /// `host:port` given to clients in Metadata responses (default: the listen address).
     pub advertised_listener: Option<String>,
+    /// Kafka listeners with their security protocols, replacing `listen`:
+    /// `PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093` (PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT, SASL_SSL; one of each).
+    pub listeners: String,
+    /// What each listener tells clients: `SASL_SSL://kafka.example.com:9093,...`.
+    pub advertised_listeners: String,
+    /// PEM certificate chain of SSL and SASL_SSL listeners (read again when it changes).
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub ssl_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    pub ssl_client_ca_file: Option<PathBuf>,
+    /// Client certificates: `none`, `requested` or `required` (mTLS).
+    pub ssl_client_auth: String,
+    /// SASL mechanisms offered on SASL listeners.
+    pub sasl_enabled_mechanisms: String,
+    /// Connections on SASL listeners that have not authenticated by then are closed.
+    pub sasl_authentication_timeout_ms: u64,
+    /// KIP-368: SASL sessions last this long, then clients re-authenticate (0: forever).
+    pub connections_max_reauth_ms: u64,
+    /// `acl` checks every request against the ACLs, `none` allows everything; empty: `acl`
+    /// when a SASL listener is configured.
+    pub authorizer: String,
+    /// Principals allowed everything: `User:admin;User:ops`.
+    pub super_users: String,
+    /// Allow requests on resources that no ACL mentions (Kafka's
+    /// `allow.everyone.if.no.acl.found`).
+    pub allow_everyone_if_no_acl_found: bool,
+    /// The admin and schema registry HTTP endpoints ask for a user's password (HTTP basic)
+    /// — `basic` or `none`; empty: `basic` when a SASL listener is configured.
+    pub http_authentication: String,
     /// Directory for embedded state (metadata store, local objects, catalog).
     pub data_dir: PathBuf,
     /// Object store URL for WAL segments and table files (default `file://DATA_DIR/objects`).
@@ -162,6 +193,19 @@ pub const KEYS: &[&str] = &[
     "admin_listen",
     "schema_registry_listen",
     "advertised_listener",
+    "listeners",
+    "advertised_listeners",
+    "ssl_certificate_file",
+    "ssl_key_file",
+    "ssl_client_ca_file",
+    "ssl_client_auth",
+    "sasl_enabled_mechanisms",
+    "sasl_authentication_timeout_ms",
+    "connections_max_reauth_ms",
+    "authorizer",
+    "super_users",
+    "allow_everyone_if_no_acl_found",
+    "http_authentication",
     "data_dir",
     "object_store",
     "metadata",
@@ -216,6 +260,19 @@ impl Default for Settings {
             admin_listen: "127.0.0.1:9644".into(),
             schema_registry_listen: "127.0.0.1:8081".into(),
             advertised_listener: None,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            ssl_certificate_file: None,
+            ssl_key_file: None,
+            ssl_client_ca_file: None,
+            ssl_client_auth: "none".into(),
+            sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            sasl_authentication_timeout_ms: 10_000,
+            connections_max_reauth_ms: 0,
+            authorizer: String::new(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
+            http_authentication: String::new(),
             data_dir: PathBuf::from("./data"),
             object_store: None,
             metadata: "embedded".into(),
@@ -346,6 +403,18 @@ impl Settings {
         if !(1..=2).contains(&self.transaction_version) {
             return bad("transaction_version must be 1 or 2");
         }
+        let listeners = crate::security::listeners(self).map_err(SettingsError::Invalid)?;
+        if crate::security::tls::ClientAuth::parse(&self.ssl_client_auth).is_none() {
+            return bad("ssl_client_auth must be none, requested or required");
+        }
+        if listeners.iter().any(|l| l.protocol.tls())
+            && (self.ssl_certificate_file.is_none() || self.ssl_key_file.is_none())
+        {
+            return bad("SSL and SASL_SSL listeners need ssl_certificate_file and ssl_key_file");
+        }
+        if !matches!(self.http_authentication.as_str(), "" | "basic" | "none") {
+            return bad("http_authentication must be basic or none");
+        }
         Ok(())
     }
 
@@ -423,6 +492,9 @@ mod tests {
     fn keys_list_every_setting() {
         let full = Settings {
             advertised_listener: Some("h:1".into()),
+            ssl_certificate_file: Some("c.pem".into()),
+            ssl_key_file: Some("k.pem".into()),
+            ssl_client_ca_file: Some("ca.pem".into()),
             object_store: Some("memory://".into()),
             node_id: Some(1),
             rack: Some("r".into()),

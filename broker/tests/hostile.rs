@@ -56,6 +56,13 @@ fn default_request(api: ApiKey) -> Option<RequestKind> {
         DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest,
         DescribeProducers => DescribeProducersRequest,
+        SaslHandshake => SaslHandshakeRequest,
+        SaslAuthenticate => SaslAuthenticateRequest,
+        DescribeAcls => DescribeAclsRequest,
+        CreateAcls => CreateAclsRequest,
+        DeleteAcls => DeleteAclsRequest,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+        AlterUserScramCredentials => AlterUserScramCredentialsRequest,
     )
 }
 

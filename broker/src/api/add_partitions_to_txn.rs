@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
@@ -25,19 +26,24 @@ pub async fn handle(
             .with_producer_id(req.v3_and_below_producer_id)
             .with_producer_epoch(req.v3_and_below_producer_epoch)
             .with_topics(req.v3_and_below_topics);
-        let result = one(broker, txn).await;
+        let result = one(broker, ctx, txn).await;
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(result.topic_results);
     }
     let mut results = Vec::with_capacity(req.transactions.len());
     for txn in req.transactions {
-        results.push(one(broker, txn).await);
+        results.push(one(broker, ctx, txn).await);
     }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }
 
-async fn one(broker: &Broker, txn: AddPartitionsToTxnTransaction) -> AddPartitionsToTxnResult {
+async fn one(
+    broker: &Broker,
+    ctx: &Context,
+    txn: AddPartitionsToTxnTransaction,
+) -> AddPartitionsToTxnResult {
     let tid = txn.transactional_id.0.to_string();
+    let txn_denied = !ctx.allowed(broker, op::WRITE, resource::TRANSACTIONAL_ID, &tid);
     // Resolve every partition first: unknown ones fail the request, and the known ones
     // then get OPERATION_NOT_ATTEMPTED, as Kafka does.
     let mut known = Vec::new();
@@ -45,9 +51,18 @@ async fn one(broker: &Broker, txn: AddPartitionsToTxnTransaction) -> AddPartitio
     let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
     for topic in &txn.topics {
         let resolved = broker.topics.get(&topic.name.0).await;
+        let topic_denied = !ctx.allowed(broker, op::WRITE, resource::TOPIC, &topic.name.0);
         let mut row = Vec::with_capacity(topic.partitions.len());
         for &p in &topic.partitions {
             match &resolved {
+                _ if txn_denied => {
+                    unknown = true;
+                    row.push(Some(ResponseError::TransactionalIdAuthorizationFailed));
+                }
+                _ if topic_denied => {
+                    unknown = true;
+                    row.push(Some(ResponseError::TopicAuthorizationFailed));
+                }
                 Ok(Some(t)) if p >= 0 && p < t.partitions => {
                     known.push(icestream_storage::meta::TxnPartition {
                         topic_id: t.id,

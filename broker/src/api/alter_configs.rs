@@ -12,8 +12,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{self, op, resource};
 use crate::topics::{effective_config, validate_config};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -69,8 +71,33 @@ async fn apply(
         .map_err(|e| (errors::meta(&e), e.to_string()))
 }
 
+/// `Some` refusal when the client may not alter the resource's configs.
+fn denied(
+    broker: &Broker,
+    ctx: &Context,
+    resource_type: i8,
+    name: &str,
+) -> Option<(ResponseError, String)> {
+    let (rt, name, error) = if resource_type == RESOURCE_TOPIC {
+        (
+            resource::TOPIC,
+            name,
+            ResponseError::TopicAuthorizationFailed,
+        )
+    } else {
+        (
+            resource::CLUSTER,
+            acl::CLUSTER_NAME,
+            ResponseError::ClusterAuthorizationFailed,
+        )
+    };
+    (!ctx.allowed(broker, op::ALTER_CONFIGS, rt, name))
+        .then(|| (error, "Authorization failed.".to_string()))
+}
+
 pub async fn incremental(
     broker: &Broker,
+    ctx: &Context,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -127,7 +154,7 @@ pub async fn incremental(
                 }
             }
         }
-        let outcome = match error {
+        let outcome = match error.or_else(|| denied(broker, ctx, r.resource_type, &topic)) {
             Some(e) => Err(e),
             None => apply(broker, r.resource_type, &topic, changes, req.validate_only).await,
         };
@@ -144,7 +171,11 @@ pub async fn incremental(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-pub async fn alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(
+    broker: &Broker,
+    ctx: &Context,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let topic = r.resource_name.to_string();
@@ -156,14 +187,19 @@ pub async fn alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsRes
         for c in &r.configs {
             changes.insert(c.name.to_string(), c.value.as_ref().map(|v| v.to_string()));
         }
-        let outcome = apply(
-            broker,
-            r.resource_type,
-            &topic,
-            changes.into_iter().collect(),
-            req.validate_only,
-        )
-        .await;
+        let outcome = match denied(broker, ctx, r.resource_type, &topic) {
+            Some(e) => Err(e),
+            None => {
+                apply(
+                    broker,
+                    r.resource_type,
+                    &topic,
+                    changes.into_iter().collect(),
+                    req.validate_only,
+                )
+                .await
+            }
+        };
         let mut resp = AlterResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);

@@ -48,6 +48,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0, 0),
     (ApiKey::ListTransactions, 0, 0, 2),
     (ApiKey::DescribeProducers, 0, 0, 0),
+    // SASL: handshake v1 puts the authentication bytes in SaslAuthenticate requests; after
+    // v0 they come as bare frames (librdkafka requires v0 to be listed).
+    (ApiKey::SaslHandshake, 0, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 0, 2),
+    (ApiKey::DescribeAcls, 1, 1, 3),
+    (ApiKey::CreateAcls, 1, 1, 3),
+    (ApiKey::DeleteAcls, 1, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0, 0),
 ];
 
 /// The versions of `api` icestream decodes, if it serves it at all.

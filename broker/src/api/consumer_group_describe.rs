@@ -9,8 +9,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
 use crate::consumer_groups::Partitions;
+use crate::security::acl::{op, resource};
 
 async fn wire(broker: &Broker, p: &Partitions) -> Assignment {
     let mut tps = Vec::new();
@@ -31,6 +33,7 @@ async fn wire(broker: &Broker, p: &Partitions) -> Assignment {
 
 pub async fn handle(
     broker: &Broker,
+    ctx: &Context,
     req: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(req.group_ids.len());
@@ -38,6 +41,10 @@ pub async fn handle(
         let d = DescribedGroup::default()
             .with_group_id(id.clone())
             .with_authorized_operations(i32::MIN);
+        if !ctx.allowed(broker, op::DESCRIBE, resource::GROUP, &id.0) {
+            groups.push(d.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         if let Some(e) = super::not_coordinator(broker, &id.0).await {
             groups.push(d.with_error_code(e.code()));
             continue;

@@ -7,12 +7,22 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
-pub async fn handle(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &super::Context,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let r = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-        let outcome = if req.validate_only {
+        let outcome = if !ctx.allowed(broker, op::ALTER, resource::TOPIC, &topic.name.0) {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".into(),
+            ))
+        } else if req.validate_only {
             match broker.topics.get(&topic.name.0).await {
                 Ok(Some(t)) if topic.count > t.partitions => Ok(()),
                 Ok(Some(t)) => Err((

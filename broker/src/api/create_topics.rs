@@ -13,6 +13,7 @@ use kafka_protocol::ResponseError;
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{self, op, resource};
 use crate::topics::{validate_config, validate_name, TOPIC_CONFIGS};
 
 /// `config_source` values of Kafka's DescribeConfigs and CreateTopics.
@@ -49,6 +50,15 @@ pub async fn handle(
             results.push(fail(
                 ResponseError::InvalidRequest,
                 format!("topic {name:?} appears twice in the request"),
+            ));
+            continue;
+        }
+        if !ctx.allowed(broker, op::CREATE, resource::CLUSTER, acl::CLUSTER_NAME)
+            && !ctx.allowed(broker, op::CREATE, resource::TOPIC, &name)
+        {
+            results.push(fail(
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".into(),
             ));
             continue;
         }

@@ -4,11 +4,18 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use crate::broker::Broker;
+use crate::security::acl::{op, resource};
 
-pub async fn handle(broker: &Broker, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &super::Context,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let code = if let Some(e) = super::not_coordinator(broker, &id.0).await {
+        let code = if !ctx.allowed(broker, op::DELETE, resource::GROUP, &id.0) {
+            kafka_protocol::ResponseError::GroupAuthorizationFailed.code()
+        } else if let Some(e) = super::not_coordinator(broker, &id.0).await {
             e.code()
         } else {
             match broker.groups.delete(&id.0).await {

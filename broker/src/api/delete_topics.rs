@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
@@ -28,6 +29,28 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let by_id = (!id.is_nil()).then_some(id);
+        // By id: the name it has decides what the ACLs say.
+        let acl_name = match (&name, by_id) {
+            (Some(n), _) => Some(n.0.to_string()),
+            (None, Some(id)) => broker
+                .topics
+                .get_by_id(id)
+                .await
+                .ok()
+                .flatten()
+                .map(|t| t.name.clone()),
+            (None, None) => None,
+        };
+        if acl_name.is_some_and(|n| !ctx.allowed(broker, op::DELETE, resource::TOPIC, &n)) {
+            let mut r = DeletableTopicResult::default()
+                .with_name(name.clone())
+                .with_error_code(kafka_protocol::ResponseError::TopicAuthorizationFailed.code());
+            if ctx.version >= 6 {
+                r = r.with_topic_id(id);
+            }
+            responses.push(r);
+            continue;
+        }
         let result = broker
             .topics
             .delete(name.as_ref().map(|n| n.0.as_str()), by_id)

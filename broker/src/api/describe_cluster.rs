@@ -5,9 +5,14 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::Context;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Broker, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(
+    broker: &Broker,
+    ctx: &Context,
+    _req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.cluster.controller()))
@@ -18,10 +23,11 @@ pub fn handle(broker: &Broker, _req: DescribeClusterRequest) -> DescribeClusterR
                 .brokers()
                 .into_iter()
                 .map(|b| {
+                    let (host, port) = b.address(ctx.listener);
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.node_id))
-                        .with_host(StrBytes::from_string(b.host))
-                        .with_port(b.port)
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port)
                         .with_rack(b.rack.map(StrBytes::from_string))
                 })
                 .collect(),

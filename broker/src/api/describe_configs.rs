@@ -11,6 +11,7 @@ use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{self, op, resource};
 use crate::topics::TOPIC_CONFIGS;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -38,7 +39,28 @@ pub async fn handle(
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        let denied = match res.resource_type {
+            RESOURCE_TOPIC => (!ctx.allowed(
+                broker,
+                op::DESCRIBE_CONFIGS,
+                resource::TOPIC,
+                &res.resource_name,
+            ))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+            RESOURCE_BROKER => (!ctx.allowed(
+                broker,
+                op::DESCRIBE_CONFIGS,
+                resource::CLUSTER,
+                acl::CLUSTER_NAME,
+            ))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+            _ => None,
+        };
         let entries = match res.resource_type {
+            _ if denied.is_some() => Err((
+                denied.unwrap_or(ResponseError::UnknownServerError),
+                "Authorization failed.".to_string(),
+            )),
             RESOURCE_TOPIC => match broker.topics.get(&res.resource_name).await {
                 Ok(Some(topic)) => Ok(TOPIC_CONFIGS
                     .iter()

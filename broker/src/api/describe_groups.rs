@@ -8,6 +8,7 @@ use super::Context;
 use crate::broker::Broker;
 use crate::errors;
 use crate::groups::State;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
@@ -19,6 +20,12 @@ pub async fn handle(
         let mut g = DescribedGroup::default().with_group_id(id.clone());
         if ctx.version >= 3 {
             g = g.with_authorized_operations(i32::MIN);
+        }
+        if !ctx.allowed(broker, op::DESCRIBE, resource::GROUP, &id.0) {
+            groups.push(
+                g.with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()),
+            );
+            continue;
         }
         if let Some(e) = super::not_coordinator(broker, &id.0).await {
             groups.push(g.with_error_code(e.code()));

@@ -7,17 +7,27 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
-pub async fn handle(broker: &Broker, req: DescribeProducersRequest) -> DescribeProducersResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &Context,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let resolved = broker.topics.get(&t.name.0).await;
+        let readable = ctx.allowed(broker, op::READ, resource::TOPIC, &t.name.0);
         let mut partitions = Vec::with_capacity(t.partition_indexes.len());
         for p in t.partition_indexes {
             let base = PartitionResponse::default().with_partition_index(p);
             let r = match &resolved {
+                _ if !readable => {
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Err(e) => base.with_error_code(errors::meta_retriable(e).code()),
                 Ok(Some(topic)) if p >= 0 && p < topic.partitions => {
                     let states = broker.meta.partition_state(topic.id, p).await;

@@ -7,10 +7,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
+    ctx: &Context,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     let mut states = Vec::with_capacity(req.transactional_ids.len());
@@ -22,6 +25,9 @@ pub async fn handle(
             .with_producer_epoch(-1)
             .with_transaction_start_time_ms(-1);
         let record = match broker.transactions.check_coordinator(&tid) {
+            _ if !ctx.allowed(broker, op::DESCRIBE, resource::TRANSACTIONAL_ID, &tid) => {
+                Err(ResponseError::TransactionalIdAuthorizationFailed)
+            }
             Err(e) => Err(e),
             Ok(()) => broker.transactions.record(&tid).await,
         };

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
 /// Longest long-poll we honour, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -84,6 +85,11 @@ async fn read_all(
         } else {
             broker.topics.get(&topic.topic.0).await
         };
+        let name = match &resolved {
+            Ok(Some(t)) => t.name.clone(),
+            _ => topic.topic.0.to_string(),
+        };
+        let denied = !ctx.allowed(broker, op::READ, resource::TOPIC, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let base = PartitionData::default()
@@ -97,6 +103,10 @@ async fn read_all(
                 _ => None,
             };
             let data = match &resolved {
+                _ if denied => {
+                    any_error = true;
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Err(e) => {
                     any_error = true;
                     base.with_error_code(errors::meta_retriable(e).code())

@@ -7,10 +7,15 @@ use kafka_protocol::protocol::StrBytes;
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{self, op, resource};
 
 pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> ListGroupsResponse {
     // Each broker lists the groups it coordinates (admin clients ask every broker).
-    let mine = |id: &str| broker.cluster.is_coordinator(id);
+    // Groups the client may not describe are left out (all of them with DESCRIBE on the
+    // cluster).
+    let cluster_wide = ctx.allowed(broker, op::DESCRIBE, resource::CLUSTER, acl::CLUSTER_NAME);
+    let visible = |id: &str| cluster_wide || ctx.allowed(broker, op::DESCRIBE, resource::GROUP, id);
+    let mine = |id: &str| broker.cluster.is_coordinator(id) && visible(id);
     let consumer_groups: Vec<String> = broker
         .consumer_groups
         .ids()
@@ -55,6 +60,7 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: ListGroupsRequest) -> L
         Ok(groups) => ListGroupsResponse::default().with_groups(
             groups
                 .into_iter()
+                .filter(|(id, ..)| visible(id))
                 .filter(|(_, _, state)| {
                     req.states_filter.is_empty()
                         || req

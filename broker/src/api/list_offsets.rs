@@ -12,6 +12,7 @@ use super::Context;
 use crate::broker::Broker;
 use crate::errors;
 use crate::log::LEADER_EPOCH;
+use crate::security::acl::{op, resource};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -27,6 +28,7 @@ pub async fn handle(
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let resolved = broker.topics.get(&topic.name.0).await;
+        let described = ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, &topic.name.0);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let base = ListOffsetsPartitionResponse::default()
@@ -34,6 +36,9 @@ pub async fn handle(
                 .with_timestamp(-1)
                 .with_offset(-1);
             let r = match &resolved {
+                _ if !described => {
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Err(e) => base.with_error_code(errors::meta_retriable(e).code()),
                 Ok(None) => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Ok(Some(t)) => {

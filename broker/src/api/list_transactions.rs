@@ -9,7 +9,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
+use crate::security::acl::{op, resource};
 
 const STATES: &[&str] = &[
     "Empty",
@@ -20,7 +22,11 @@ const STATES: &[&str] = &[
     "CompleteAbort",
 ];
 
-pub async fn handle(broker: &Broker, req: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &Context,
+    req: ListTransactionsRequest,
+) -> ListTransactionsResponse {
     let unknown: Vec<StrBytes> = req
         .state_filters
         .iter()
@@ -45,6 +51,14 @@ pub async fn handle(broker: &Broker, req: ListTransactionsRequest) -> ListTransa
     let states = records
         .into_iter()
         .filter(|r| broker.cluster.is_coordinator(&r.transactional_id))
+        .filter(|r| {
+            ctx.allowed(
+                broker,
+                op::DESCRIBE,
+                resource::TRANSACTIONAL_ID,
+                &r.transactional_id,
+            )
+        })
         .filter(|r| {
             req.state_filters.is_empty()
                 || req

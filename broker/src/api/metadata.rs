@@ -16,6 +16,7 @@ use crate::broker::Broker;
 use crate::cluster::Cluster;
 use crate::errors;
 use crate::log::LEADER_EPOCH;
+use crate::security::acl::{self, op, resource};
 use crate::topics::validate_name;
 
 /// "Authorized operations" value meaning the broker did not compute them.
@@ -27,10 +28,12 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
         .brokers()
         .into_iter()
         .map(|b| {
+            // Each listener's clients get the addresses of that listener.
+            let (host, port) = b.address(ctx.listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host))
-                .with_port(b.port)
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
                 .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
@@ -41,8 +44,10 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
     };
     let topics = match requested {
         None => match broker.topics.list().await {
+            // Topics the client may not describe are left out.
             Ok(all) => all
                 .iter()
+                .filter(|t| ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, &t.name))
                 .map(|t| describe(t, cluster, ctx.version))
                 .collect(),
             Err(e) => {
@@ -56,8 +61,31 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 out.push(match t.name {
-                    Some(name) => by_name(broker, &name.0, auto_create, ctx.version).await,
-                    None => by_id(broker, t.topic_id, ctx.version).await,
+                    Some(name) => {
+                        if !ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, &name.0) {
+                            denied(Some(name), None, ctx.version)
+                        } else {
+                            let create = auto_create
+                                && (ctx.allowed(
+                                    broker,
+                                    op::CREATE,
+                                    resource::CLUSTER,
+                                    acl::CLUSTER_NAME,
+                                ) || ctx.allowed(broker, op::CREATE, resource::TOPIC, &name.0));
+                            by_name(broker, &name.0, create, ctx.version).await
+                        }
+                    }
+                    None => {
+                        let t = by_id(broker, t.topic_id, ctx.version).await;
+                        match &t.name {
+                            Some(name)
+                                if !ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, &name.0) =>
+                            {
+                                denied(None, Some(t.topic_id), ctx.version)
+                            }
+                            _ => t,
+                        }
+                    }
                 });
             }
             out
@@ -76,6 +104,19 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
         response = response.with_cluster_authorized_operations(OPERATIONS_OMITTED);
     }
     response
+}
+
+fn denied(name: Option<TopicName>, id: Option<Uuid>, version: i16) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default()
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        .with_name(name);
+    if let Some(id) = id {
+        t = t.with_topic_id(id);
+    }
+    if version >= 8 {
+        t = t.with_topic_authorized_operations(OPERATIONS_OMITTED);
+    }
+    t
 }
 
 async fn by_name(

@@ -1,6 +1,7 @@
 //! Request dispatch: header peeking, version checks, decoding with `kafka-protocol`, one
 //! module per Kafka API, and response encoding.
 
+mod acls;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
@@ -32,6 +33,8 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sasl;
+mod scram_credentials;
 mod sync_group;
 mod txn_offset_commit;
 
@@ -45,6 +48,14 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::Broker;
+use crate::security::acl::{self, op, resource};
+use crate::security::Session;
+use kafka_protocol::messages::{
+    AddOffsetsToTxnResponse, ConsumerGroupHeartbeatResponse, EndTxnResponse, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse,
+    ProducerId, SyncGroupResponse,
+};
+use kafka_protocol::ResponseError;
 
 pub use api_versions::SUPPORTED;
 
@@ -64,6 +75,8 @@ pub enum DispatchError {
         min: i16,
         max: i16,
     },
+    #[error("{api:?} before SASL authentication (or after the session expired)")]
+    Unauthenticated { api: ApiKey },
     #[error("malformed {api:?} v{version} request: {reason}")]
     Malformed {
         api: ApiKey,
@@ -88,6 +101,31 @@ pub struct Context {
     pub correlation_id: i32,
     pub client_id: Option<StrBytes>,
     pub peer: SocketAddr,
+    /// Who sent the request (`User:name`; `User:ANONYMOUS` when not authenticated).
+    pub principal: Arc<str>,
+    /// The client's address, as ACLs name hosts.
+    pub host: Arc<str>,
+    /// The listener (security protocol name) the request came on.
+    pub listener: &'static str,
+}
+
+impl Context {
+    /// Whether the ACLs let the request's principal do `operation` on the resource
+    /// (always, with the authorizer off). Refusals are counted.
+    pub fn allowed(&self, broker: &Broker, operation: i8, resource_type: i8, name: &str) -> bool {
+        let ok = broker.security.authorizer.authorize(
+            &self.principal,
+            &self.host,
+            operation,
+            resource_type,
+            name,
+        );
+        if !ok {
+            crate::metrics::inc(&crate::metrics::AUTHORIZATION_FAILURES);
+            tracing::debug!(principal = %self.principal, host = %self.host, operation, resource_type, name, api = ?self.api, "not authorized");
+        }
+        ok
+    }
 }
 
 fn peek_i16(frame: &[u8], at: usize) -> i16 {
@@ -100,8 +138,13 @@ fn peek_i16(frame: &[u8], at: usize) -> i16 {
 pub async fn dispatch(
     broker: &Arc<Broker>,
     mut frame: Bytes,
-    peer: SocketAddr,
+    session: &mut Session,
 ) -> Result<Option<ResponseFuture>, DispatchError> {
+    let peer = session.peer;
+    if session.raw_tokens {
+        let answer = sasl::raw_token(broker, session, frame).await;
+        return Ok(answer.map(|bytes| ready(Ok(Some(bytes)))));
+    }
     if frame.len() < 8 {
         return Err(DispatchError::Short(frame.len()));
     }
@@ -109,6 +152,18 @@ pub async fn dispatch(
     let version = peek_i16(&frame, 2);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(api_key).map_err(|_| DispatchError::UnknownApiKey(api_key))?;
+    // On SASL listeners only the handshake is served until the client authenticates (and
+    // again once its session expired: KIP-368 clients re-authenticate in time).
+    if !matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) && !session.may_serve()
+    {
+        if session.authenticated {
+            crate::metrics::inc(&crate::metrics::AUTHENTICATION_FAILURES);
+        }
+        return Err(DispatchError::Unauthenticated { api });
+    }
     let (min, max) = api_versions::handled(api).ok_or(DispatchError::UnknownApiKey(api_key))?;
     if api == ApiKey::ApiVersions && version > max {
         // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can pick a version.
@@ -142,9 +197,47 @@ pub async fn dispatch(
         correlation_id,
         client_id: header.client_id,
         peer,
+        principal: session.principal.clone(),
+        host: session.host.clone(),
+        listener: session.listener.name(),
     };
     let b = broker.clone();
     let future: ResponseFuture = match request {
+        RequestKind::SaslHandshake(req) => {
+            let response = sasl::handshake(&b, session, version, req);
+            ready(encode(
+                api,
+                version,
+                correlation_id,
+                ResponseKind::SaslHandshake(response),
+            ))
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let response = sasl::authenticate(&b, session, req).await;
+            ready(encode(
+                api,
+                version,
+                correlation_id,
+                ResponseKind::SaslAuthenticate(response),
+            ))
+        }
+        RequestKind::CreateAcls(req) => respond(ctx.clone(), async move {
+            ResponseKind::CreateAcls(acls::create(&b, &ctx, req).await)
+        }),
+        RequestKind::DescribeAcls(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeAcls(acls::describe(&b, &ctx, req))
+        }),
+        RequestKind::DeleteAcls(req) => respond(ctx.clone(), async move {
+            ResponseKind::DeleteAcls(acls::delete(&b, &ctx, req).await)
+        }),
+        RequestKind::DescribeUserScramCredentials(req) => respond(ctx.clone(), async move {
+            ResponseKind::DescribeUserScramCredentials(
+                scram_credentials::describe(&b, &ctx, req).await,
+            )
+        }),
+        RequestKind::AlterUserScramCredentials(req) => respond(ctx.clone(), async move {
+            ResponseKind::AlterUserScramCredentials(scram_credentials::alter(&b, &ctx, req).await)
+        }),
         RequestKind::Produce(req) => return Ok(produce::admit(b, ctx, req).await),
         RequestKind::ApiVersions(req) => respond(ctx, async move {
             ResponseKind::ApiVersions(api_versions::handle(&b, req))
@@ -165,37 +258,117 @@ pub async fn dispatch(
             ResponseKind::DeleteTopics(delete_topics::handle(&b, &ctx, req).await)
         }),
         RequestKind::CreatePartitions(req) => respond(ctx.clone(), async move {
-            ResponseKind::CreatePartitions(create_partitions::handle(&b, req).await)
+            ResponseKind::CreatePartitions(create_partitions::handle(&b, &ctx, req).await)
         }),
         RequestKind::DescribeConfigs(req) => respond(ctx.clone(), async move {
             ResponseKind::DescribeConfigs(describe_configs::handle(&b, &ctx, req).await)
         }),
         RequestKind::DescribeCluster(req) => respond(ctx.clone(), async move {
-            ResponseKind::DescribeCluster(describe_cluster::handle(&b, req))
+            ResponseKind::DescribeCluster(describe_cluster::handle(&b, &ctx, req))
         }),
-        RequestKind::InitProducerId(req) => respond(ctx.clone(), async move {
-            ResponseKind::InitProducerId(init_producer_id::handle(&b, req).await)
-        }),
+        RequestKind::InitProducerId(req) => {
+            // Transactional producers need WRITE on their id; idempotent ones
+            // IDEMPOTENT_WRITE on the cluster or WRITE on some topic (as Kafka 3+).
+            let error = match &req.transactional_id {
+                Some(id) if !ctx.allowed(&b, op::WRITE, resource::TRANSACTIONAL_ID, &id.0) => {
+                    Some(ResponseError::TransactionalIdAuthorizationFailed)
+                }
+                None if !ctx.allowed(
+                    &b,
+                    op::IDEMPOTENT_WRITE,
+                    resource::CLUSTER,
+                    acl::CLUSTER_NAME,
+                ) && !b.security.authorizer.authorize_any(
+                    &ctx.principal,
+                    &ctx.host,
+                    op::WRITE,
+                    resource::TOPIC,
+                ) =>
+                {
+                    Some(ResponseError::ClusterAuthorizationFailed)
+                }
+                _ => None,
+            };
+            if let Some(e) = error {
+                return Ok(Some(refuse(
+                    &ctx,
+                    ResponseKind::InitProducerId(
+                        InitProducerIdResponse::default()
+                            .with_error_code(e.code())
+                            .with_producer_id(ProducerId(-1))
+                            .with_producer_epoch(-1),
+                    ),
+                )));
+            }
+            respond(ctx.clone(), async move {
+                ResponseKind::InitProducerId(init_producer_id::handle(&b, req).await)
+            })
+        }
         RequestKind::FindCoordinator(req) => respond(ctx.clone(), async move {
             ResponseKind::FindCoordinator(find_coordinator::handle(&b, &ctx, req))
         }),
         RequestKind::OffsetForLeaderEpoch(req) => respond(ctx.clone(), async move {
-            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&b, req).await)
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&b, &ctx, req).await)
         }),
+        RequestKind::JoinGroup(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::JoinGroup(
+                    JoinGroupResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                        .with_generation_id(-1),
+                ),
+            )
+        }
         RequestKind::JoinGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::JoinGroup(join_group::handle(&b, &ctx, req).await)
         }),
+        RequestKind::SyncGroup(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::SyncGroup(
+                    SyncGroupResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::SyncGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::SyncGroup(sync_group::handle(&b, &ctx, req).await)
         }),
+        RequestKind::Heartbeat(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::Heartbeat(
+                    HeartbeatResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::Heartbeat(req) => respond(ctx.clone(), async move {
             ResponseKind::Heartbeat(heartbeat::handle(&b, req).await)
         }),
+        RequestKind::LeaveGroup(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::LeaveGroup(
+                    LeaveGroupResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::LeaveGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::LeaveGroup(leave_group::handle(&b, &ctx, req).await)
         }),
         RequestKind::OffsetCommit(req) => respond(ctx.clone(), async move {
-            ResponseKind::OffsetCommit(offset_commit::handle(&b, req).await)
+            ResponseKind::OffsetCommit(offset_commit::handle(&b, &ctx, req).await)
         }),
         RequestKind::OffsetFetch(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetFetch(offset_fetch::handle(&b, &ctx, req).await)
@@ -207,45 +380,114 @@ pub async fn dispatch(
             ResponseKind::DescribeGroups(describe_groups::handle(&b, &ctx, req).await)
         }),
         RequestKind::DeleteGroups(req) => respond(ctx.clone(), async move {
-            ResponseKind::DeleteGroups(delete_groups::handle(&b, req).await)
+            ResponseKind::DeleteGroups(delete_groups::handle(&b, &ctx, req).await)
         }),
+        RequestKind::OffsetDelete(req)
+            if !ctx.allowed(&b, op::DELETE, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::OffsetDelete(
+                    OffsetDeleteResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::OffsetDelete(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetDelete(offset_delete::handle(&b, req).await)
         }),
+        RequestKind::ConsumerGroupHeartbeat(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::ConsumerGroupHeartbeat(
+                    ConsumerGroupHeartbeatResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::ConsumerGroupHeartbeat(req) => respond(ctx.clone(), async move {
             ResponseKind::ConsumerGroupHeartbeat(
                 consumer_group_heartbeat::handle(&b, &ctx, req).await,
             )
         }),
         RequestKind::ConsumerGroupDescribe(req) => respond(ctx.clone(), async move {
-            ResponseKind::ConsumerGroupDescribe(consumer_group_describe::handle(&b, req).await)
+            ResponseKind::ConsumerGroupDescribe(
+                consumer_group_describe::handle(&b, &ctx, req).await,
+            )
         }),
         RequestKind::IncrementalAlterConfigs(req) => respond(ctx.clone(), async move {
-            ResponseKind::IncrementalAlterConfigs(alter_configs::incremental(&b, req).await)
+            ResponseKind::IncrementalAlterConfigs(alter_configs::incremental(&b, &ctx, req).await)
         }),
         RequestKind::AddPartitionsToTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(&b, &ctx, req).await)
         }),
+        RequestKind::AddOffsetsToTxn(req)
+            if !ctx.allowed(
+                &b,
+                op::WRITE,
+                resource::TRANSACTIONAL_ID,
+                &req.transactional_id.0,
+            ) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::AddOffsetsToTxn(
+                    AddOffsetsToTxnResponse::default()
+                        .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
+                ),
+            )
+        }
+        RequestKind::AddOffsetsToTxn(req)
+            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::AddOffsetsToTxn(
+                    AddOffsetsToTxnResponse::default()
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
+                ),
+            )
+        }
         RequestKind::AddOffsetsToTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&b, req).await)
         }),
         RequestKind::TxnOffsetCommit(req) => respond(ctx.clone(), async move {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&b, &ctx, req).await)
         }),
+        RequestKind::EndTxn(req)
+            if !ctx.allowed(
+                &b,
+                op::WRITE,
+                resource::TRANSACTIONAL_ID,
+                &req.transactional_id.0,
+            ) =>
+        {
+            refuse(
+                &ctx,
+                ResponseKind::EndTxn(
+                    EndTxnResponse::default()
+                        .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1),
+                ),
+            )
+        }
         RequestKind::EndTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::EndTxn(end_txn::handle(&b, &ctx, req).await)
         }),
         RequestKind::DescribeTransactions(req) => respond(ctx.clone(), async move {
-            ResponseKind::DescribeTransactions(describe_transactions::handle(&b, req).await)
+            ResponseKind::DescribeTransactions(describe_transactions::handle(&b, &ctx, req).await)
         }),
         RequestKind::ListTransactions(req) => respond(ctx.clone(), async move {
-            ResponseKind::ListTransactions(list_transactions::handle(&b, req).await)
+            ResponseKind::ListTransactions(list_transactions::handle(&b, &ctx, req).await)
         }),
         RequestKind::DescribeProducers(req) => respond(ctx.clone(), async move {
-            ResponseKind::DescribeProducers(describe_producers::handle(&b, req).await)
+            ResponseKind::DescribeProducers(describe_producers::handle(&b, &ctx, req).await)
         }),
         RequestKind::AlterConfigs(req) => respond(ctx.clone(), async move {
-            ResponseKind::AlterConfigs(alter_configs::alter(&b, req).await)
+            ResponseKind::AlterConfigs(alter_configs::alter(&b, &ctx, req).await)
         }),
         other => {
             // `handled` only lets through the APIs matched above.
@@ -270,6 +512,11 @@ pub async fn not_coordinator(
     broker.groups.forget(group).await;
     broker.consumer_groups.forget(group).await;
     Some(kafka_protocol::ResponseError::NotCoordinator)
+}
+
+/// A response decided before any work: an authorization refusal.
+fn refuse(ctx: &Context, response: ResponseKind) -> ResponseFuture {
+    ready(encode(ctx.api, ctx.version, ctx.correlation_id, response))
 }
 
 fn ready(r: Result<Option<Bytes>, EncodeError>) -> ResponseFuture {

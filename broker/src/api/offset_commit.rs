@@ -9,6 +9,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::security::acl::{op, resource};
 
 type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
 use crate::errors;
@@ -42,25 +43,35 @@ pub(super) async fn check_member(
     }
 }
 
-pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &super::Context,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
-    let check = check_member(
-        broker,
-        &group,
-        &req.member_id,
-        req.generation_id_or_member_epoch,
-    )
-    .await;
+    let check = if ctx.allowed(broker, op::READ, resource::GROUP, &group) {
+        check_member(
+            broker,
+            &group,
+            &req.member_id,
+            req.generation_id_or_member_epoch,
+        )
+        .await
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed)
+    };
     let now = broker.meta.now_ms();
     let mut to_store = Vec::new();
     // (topic name, [(partition, error)])
     let mut results: Vec<(TopicName, PartitionErrors)> = Vec::new();
     for t in &req.topics {
         let topic = broker.topics.get(&t.name.0).await;
+        let readable = ctx.allowed(broker, op::READ, resource::TOPIC, &t.name.0);
         let mut parts = Vec::new();
         for p in &t.partitions {
             let error = match (&check, &topic) {
                 (Err(e), _) => Some(*e),
+                _ if !readable => Some(ResponseError::TopicAuthorizationFailed),
                 (_, Err(e)) => Some(errors::meta_retriable(e)),
                 (_, Ok(None)) => Some(ResponseError::UnknownTopicOrPartition),
                 (_, Ok(Some(topic)))

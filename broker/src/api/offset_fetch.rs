@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
 /// (partition, offset, leader epoch, metadata, error).
 type PartitionOffset = (i32, i64, i32, Option<String>, Option<ResponseError>);
@@ -23,10 +24,15 @@ type TopicOffsets = Vec<(TopicName, Vec<PartitionOffset>)>;
 
 async fn fetch_group(
     broker: &Broker,
+    ctx: &Context,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<TopicOffsets, ResponseError> {
+    if !ctx.allowed(broker, op::DESCRIBE, resource::GROUP, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let described = |topic: &str| ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, topic);
     if let Some(e) = super::not_coordinator(broker, group).await {
         return Err(e);
     }
@@ -60,6 +66,15 @@ async fn fetch_group(
     match topics {
         Some(list) => {
             for (name, partitions) in list {
+                if !described(&name.0) {
+                    let denied = Some(ResponseError::TopicAuthorizationFailed);
+                    let parts = partitions
+                        .into_iter()
+                        .map(|p| (p, -1, -1, None, denied))
+                        .collect();
+                    out.push((name, parts));
+                    continue;
+                }
                 let found = broker
                     .topics
                     .get(&name.0)
@@ -86,6 +101,9 @@ async fn fetch_group(
         None => {
             for (id, mut parts) in by_topic {
                 if let Ok(Some(t)) = broker.topics.get_by_id(id).await {
+                    if !described(&t.name) {
+                        continue;
+                    }
                     parts.sort_by_key(|(p, ..)| *p);
                     out.push((TopicName(StrBytes::from_string(t.name.clone())), parts));
                 }
@@ -110,7 +128,7 @@ pub async fn handle(
             });
             let r = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             groups.push(
-                match fetch_group(broker, &g.group_id.0, topics, req.require_stable).await {
+                match fetch_group(broker, ctx, &g.group_id.0, topics, req.require_stable).await {
                     Ok(offsets) => r.with_topics(
                         offsets
                             .into_iter()
@@ -145,7 +163,7 @@ pub async fn handle(
             .collect::<Vec<_>>()
     });
     let require_stable = ctx.version >= 7 && req.require_stable;
-    match fetch_group(broker, &req.group_id.0, topics, require_stable).await {
+    match fetch_group(broker, ctx, &req.group_id.0, topics, require_stable).await {
         Ok(offsets) => OffsetFetchResponse::default().with_topics(
             offsets
                 .into_iter()

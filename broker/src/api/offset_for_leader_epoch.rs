@@ -7,17 +7,21 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kafka_protocol::ResponseError;
 
+use super::Context;
 use crate::broker::Broker;
 use crate::errors;
 use crate::log::LEADER_EPOCH;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
+    ctx: &Context,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let resolved = broker.topics.get(&topic.topic.0).await;
+        let described = ctx.allowed(broker, op::DESCRIBE, resource::TOPIC, &topic.topic.0);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in topic.partitions {
             let base = EpochEndOffset::default()
@@ -25,6 +29,9 @@ pub async fn handle(
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             let r = match &resolved {
+                _ if !described => {
+                    base.with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                }
                 Err(e) => base.with_error_code(errors::meta_retriable(e).code()),
                 Ok(None) => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Ok(Some(t)) if p.current_leader_epoch > LEADER_EPOCH => {

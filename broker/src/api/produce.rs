@@ -31,6 +31,7 @@ use super::{respond, Context, ResponseFuture};
 use crate::appender::{AppendReply, PartitionInput};
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 use crate::topics::effective_config;
 
 /// Where each partition of the response comes from.
@@ -63,6 +64,11 @@ pub async fn admit(
     let mut enroll: Vec<(usize, TxnPartition, i64, i16)> = Vec::new();
     let refuse_all = if !matches!(acks, -1..=1) {
         Some((ResponseError::InvalidRequiredAcks, None))
+    } else if transactional_id
+        .as_ref()
+        .is_some_and(|id| !ctx.allowed(&broker, op::WRITE, resource::TRANSACTIONAL_ID, id))
+    {
+        Some((ResponseError::TransactionalIdAuthorizationFailed, None))
     } else {
         None
     };
@@ -72,6 +78,11 @@ pub async fn admit(
         } else {
             broker.topics.get(&topic_data.name.0).await
         };
+        let name = match &topic {
+            Ok(Some(t)) => t.name.clone(),
+            _ => topic_data.name.0.to_string(),
+        };
+        let denied = !ctx.allowed(&broker, op::WRITE, resource::TOPIC, &name);
         let mut slots = TopicSlots {
             name: topic_data.name.clone(),
             topic_id: topic_data.topic_id,
@@ -81,6 +92,8 @@ pub async fn admit(
             let index = partition.index;
             let slot = if let Some((code, msg)) = &refuse_all {
                 Slot::Error(*code, msg.clone(), Vec::new())
+            } else if denied {
+                Slot::Error(ResponseError::TopicAuthorizationFailed, None, Vec::new())
             } else {
                 match &topic {
                     Err(e) => {

@@ -15,6 +15,7 @@ use super::offset_commit::{check_member, MAX_METADATA};
 use super::Context;
 use crate::broker::Broker;
 use crate::errors;
+use crate::security::acl::{op, resource};
 
 pub async fn handle(
     broker: &Broker,
@@ -23,6 +24,18 @@ pub async fn handle(
 ) -> TxnOffsetCommitResponse {
     let group = req.group_id.0.to_string();
     let mut check = match super::not_coordinator(broker, &group).await {
+        _ if !ctx.allowed(
+            broker,
+            op::WRITE,
+            resource::TRANSACTIONAL_ID,
+            &req.transactional_id.0,
+        ) =>
+        {
+            Err(ResponseError::TransactionalIdAuthorizationFailed)
+        }
+        _ if !ctx.allowed(broker, op::READ, resource::GROUP, &group) => {
+            Err(ResponseError::GroupAuthorizationFailed)
+        }
         Some(e) => Err(e),
         None if ctx.version >= 5 => {
             broker
@@ -57,10 +70,12 @@ pub async fn handle(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let topic = broker.topics.get(&t.name.0).await;
+        let readable = ctx.allowed(broker, op::READ, resource::TOPIC, &t.name.0);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let error = match (&check, &topic) {
                 (Err(e), _) => Some(*e),
+                _ if !readable => Some(ResponseError::TopicAuthorizationFailed),
                 (_, Err(e)) => Some(errors::meta_retriable(e)),
                 (_, Ok(Some(topic)))
                     if p.partition_index >= 0 && p.partition_index < topic.partitions =>

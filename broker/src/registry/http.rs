@@ -24,8 +24,37 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 type Params = Query<HashMap<String, String>>;
 type Shared = State<Arc<Registry>>;
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
-    let app = router(registry);
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    security: Arc<crate::security::Security>,
+    shutdown: CancellationToken,
+) {
+    // With HTTP authentication on, every request needs a user's password (HTTP basic),
+    // as Confluent's registry with basic authentication.
+    let app = router(registry).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let security = security.clone();
+            async move {
+                let authorization = request
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match security.http(authorization).await {
+                    crate::security::HttpAuth::Allowed(_) => next.run(request).await,
+                    crate::security::HttpAuth::Denied => (
+                        StatusCode::UNAUTHORIZED,
+                        [
+                            (header::WWW_AUTHENTICATE, "Basic realm=\"icestream\""),
+                            (header::CONTENT_TYPE, CONTENT_TYPE),
+                        ],
+                        json!({"error_code": 401, "message": "Unauthorized"}).to_string(),
+                    )
+                        .into_response(),
+                }
+            }
+        },
+    ));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -26,6 +26,32 @@ pub struct BrokerRecord {
     /// Distinguishes restarts of the same node id.
     pub incarnation: String,
     pub expires_ms: i64,
+    /// The address of each listener (by security protocol name) when the broker has more
+    /// than one; `host` and `port` are its first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerAddress>,
+}
+
+/// Where a broker's listener is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerAddress {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerRecord {
+    /// The address clients of `listener` use (the first listener's when the broker has
+    /// none of that name).
+    pub fn address(&self, listener: &str) -> (String, i32) {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or_else(
+                || (self.host.clone(), self.port),
+                |l| (l.host.clone(), l.port),
+            )
+    }
 }
 
 impl MetaStore {

@@ -20,10 +20,13 @@
 //! | `g` | group id                              | consumer group record (JSON)   |
 //! | `b` | node id                               | broker registration (JSON)     |
 //! | `o` | group (u16 length + id), topic id, partition | committed offset        |
-//! | `ri` | schema id (u32)                      | registered schema (JSON)       |
-//! | `rf` | schema fingerprint                   | schema id                      |
-//! | `rv` | subject (u16 length + name), version (u32) | subject version (JSON)   |
-//! | `rc`, `rm` | subject (empty: global)        | compatibility level, mode      |
+//! | `r` | topic id                              | file rewrite intent (JSON)     |
+//! | `Ri` | schema id (u32)                      | registered schema (JSON)       |
+//! | `Rf` | schema fingerprint                   | schema id                      |
+//! | `Rv` | subject (u16 length + name), version (u32) | subject version (JSON)   |
+//! | `Rc`, `Rm` | subject (empty: global)        | compatibility level, mode      |
+//! | `Su` | user (u16 length + name), mechanism  | SCRAM credential (JSON)        |
+//! | `Sa` | ACL binding (JSON)                   | (empty)                        |
 
 use uuid::Uuid;
 
@@ -39,7 +42,8 @@ pub const TRANSACTIONAL_ID: u8 = b'z';
 pub const ABORTED: u8 = b'a';
 pub const ACTIVE_TXN: u8 = b'v';
 pub const TXN_OFFSET: u8 = b'y';
-pub const REGISTRY: u8 = b'r';
+pub const REGISTRY: u8 = b'R';
+pub const SECURITY: u8 = b'S';
 
 fn with_id(tag: u8, id: Uuid, extra: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(17 + extra);
@@ -243,9 +247,79 @@ pub fn registry_setting(kind: u8, subject: &str) -> Vec<u8> {
     k
 }
 
+/// A user's SCRAM credential for one mechanism.
+pub fn scram_credential(user: &str, mechanism: &str) -> Vec<u8> {
+    let mut k = scram_users_of(user);
+    k.extend_from_slice(mechanism.as_bytes());
+    k
+}
+
+/// Every credential of a user.
+pub fn scram_users_of(user: &str) -> Vec<u8> {
+    let mut k = vec![SECURITY, b'u'];
+    k.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+/// Every SCRAM credential.
+pub fn scram_credentials() -> Vec<u8> {
+    vec![SECURITY, b'u']
+}
+
+/// The user and mechanism of a credential key.
+pub fn scram_credential_of(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[SECURITY, b'u'][..])?;
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let user = rest.get(2..2 + len)?;
+    let mechanism = rest.get(2 + len..)?;
+    Some((
+        String::from_utf8_lossy(user).into_owned(),
+        String::from_utf8_lossy(mechanism).into_owned(),
+    ))
+}
+
+/// An ACL binding (its JSON is the key: one key per distinct binding).
+pub fn acl(binding_json: &[u8]) -> Vec<u8> {
+    let mut k = acls();
+    k.extend_from_slice(binding_json);
+    k
+}
+
+/// Every ACL binding.
+pub fn acls() -> Vec<u8> {
+    vec![SECURITY, b'a']
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_distinct() {
+        let mut tags = vec![
+            TOPIC,
+            TOPIC_ID,
+            DELETED_TOPIC,
+            PARTITION,
+            INDEX,
+            PRODUCER,
+            SEGMENT,
+            COUNTER,
+            TRANSACTIONAL_ID,
+            ABORTED,
+            ACTIVE_TXN,
+            TXN_OFFSET,
+            REGISTRY,
+            SECURITY,
+        ];
+        // Tags of other modules (leases, intents, groups, brokers, offsets, rewrites).
+        tags.extend_from_slice(b"lkgbor");
+        let n = tags.len();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), n);
+    }
 
     #[test]
     fn index_keys_sort_by_offset() {

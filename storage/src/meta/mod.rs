@@ -14,6 +14,7 @@ mod keys;
 mod log;
 mod producers;
 mod schemas;
+mod security;
 mod segments;
 mod topics;
 mod txn;
@@ -26,7 +27,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::kv::{KvError, KvStore, TxnError};
 
-pub use brokers::BrokerRecord;
+pub use brokers::{BrokerRecord, ListenerAddress};
 pub use compaction::{KeptRun, RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
 pub use log::{
@@ -37,6 +38,7 @@ pub use producers::{check_batch, SequenceCheck};
 pub use schemas::{
     Imported, Registered, RegistrySetting, SchemaReference, StoredSchema, SubjectVersion,
 };
+pub use security::{AclBinding, ScramCredential};
 pub use segments::SegmentGcCandidate;
 pub use txn::{TxnEffects, TxnPartition, TxnRecord, TxnState};
 

@@ -743,6 +743,7 @@ pub(super) async fn brokers_register_with_leases(meta: MetaStore, clock: Arc<Man
         rack: None,
         incarnation: incarnation.into(),
         expires_ms: 0,
+        listeners: Vec::new(),
     };
     meta.register_broker(record(id, "a"), 1000, false)
         .await
