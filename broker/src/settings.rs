@@ -348,7 +348,8 @@ impl Settings {
             .into_iter()
             .filter_map(|(k, v)| {
                 let key = k.strip_prefix("ICESTREAM_")?.to_ascii_lowercase();
-                if key == "config" || key.starts_with("test_") {
+                // ICESTREAM_USER_PASSWORD is `icestream users add`'s, not a setting.
+                if key == "config" || key == "user_password" || key.starts_with("test_") {
                     return None;
                 }
                 if !KEYS.contains(&key.as_str()) {

@@ -34,6 +34,11 @@ def test_compose_is_valid_and_uses_real_settings():
         for k, v in settings_env.items():
             key = k[len("ICESTREAM_"):].lower()
             assert f"{key} =" in printed, f"{k} is not a setting"
+        # Clients come in over SASL_SSL with the certificate the certs service makes.
+        assert settings_env["ICESTREAM_LISTENERS"].startswith("SASL_SSL://")
+        assert "/certs:" in " ".join(services[name]["volumes"])
+    assert services["users"]["command"][:2] == ["users", "add"]
+    assert "openssl x509" in services["certs"]["command"][0]
     mounted = services["trino"]["volumes"][0].split(":")[0]
     assert (DOCKER / mounted).is_file()
 

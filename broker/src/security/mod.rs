@@ -236,6 +236,17 @@ impl Security {
                 }
             }
         }
+        // An unknown user costs the same time as a wrong password.
+        let password = password.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            let m = scram::Mechanism::Sha512;
+            scram::verify_password(
+                m,
+                &scram::credential(m, "", scram::DEFAULT_ITERATIONS),
+                &password,
+            )
+        })
+        .await;
         false
     }
 
@@ -354,5 +365,55 @@ impl Session {
             return true;
         }
         self.authenticated && self.expires.is_none_or(|e| Instant::now() < e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Settings, crate::settings::SettingsError> {
+        let overrides: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(None, vec![], &overrides)
+    }
+
+    #[test]
+    fn listeners_parse_and_check() {
+        let s = with(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093",
+            ),
+            ("advertised_listeners", "SASL_SSL://kafka.example.com:9093"),
+            ("ssl_certificate_file", "c.pem"),
+            ("ssl_key_file", "k.pem"),
+        ])
+        .expect("valid");
+        let l = listeners(&s).expect("listeners");
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].protocol, Protocol::Plaintext);
+        assert_eq!(l[0].advertised, None);
+        assert_eq!(l[1].advertised.as_deref(), Some("kafka.example.com:9093"));
+        // Defaults: one PLAINTEXT listener on `listen`.
+        let d = listeners(&Settings::default()).expect("default");
+        assert_eq!(d[0].protocol, Protocol::Plaintext);
+        assert_eq!(d[0].bind, "127.0.0.1:9092");
+
+        for bad in [
+            vec![("listeners", "SSL://127.0.0.1:1")],
+            vec![("listeners", "TLS://127.0.0.1:1")],
+            vec![("listeners", "PLAINTEXT://127.0.0.1")],
+            vec![("listeners", "PLAINTEXT://a:1,PLAINTEXT://b:2")],
+            vec![
+                ("listeners", "PLAINTEXT://a:1"),
+                ("advertised_listeners", "SASL_SSL://b:2"),
+            ],
+            vec![("ssl_client_auth", "sometimes")],
+        ] {
+            assert!(with(&bad).is_err(), "{bad:?}");
+        }
     }
 }
