@@ -281,9 +281,12 @@ def test_acls_through_kafka_pythons_admin_api(secure):
         ACL("User:bob", "*", ACLOperation.READ, ACLPermissionType.ALLOW, topic("payments")),
         ACL("User:bob", "*", ACLOperation.READ, ACLPermissionType.ALLOW,
             ResourcePattern(ResourceType.GROUP, "billing")),
+        # DESCRIBE finds the coordinator; joining needs READ.
+        ACL("User:bob", "*", ACLOperation.DESCRIBE, ACLPermissionType.ALLOW,
+            ResourcePattern(ResourceType.GROUP, "watchers")),
     ]
     result = kadmin.create_acls(acls)
-    assert len(result["succeeded"]) == 4 and result["failed"] == []
+    assert len(result["succeeded"]) == 5 and result["failed"] == []
 
     listed, error = kadmin.describe_acls(ACLFilter(
         principal=None, host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
@@ -311,6 +314,8 @@ def test_acls_through_kafka_pythons_admin_api(secure):
     got, errors = consume(bob, "payments", 3, group="billing")
     assert sorted(got) == ["pay-0", "pay-1", "pay-2"], errors
     _, errors = consume(bob, "payments", 1, group="elsewhere", timeout=10)
+    assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes(errors), errors
+    _, errors = consume(bob, "payments", 1, group="watchers", timeout=10)
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes(errors), errors
     # kafka-python raises the matching exceptions.
     kp = dict(bootstrap_servers=f"127.0.0.1:{secure.ports.sasl_ssl}", security_protocol="SASL_SSL",

@@ -6,6 +6,7 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
+mod authorize;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
@@ -48,14 +49,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::broker::Broker;
-use crate::security::acl::{self, op, resource};
 use crate::security::Session;
-use kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, ConsumerGroupHeartbeatResponse, EndTxnResponse, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse,
-    ProducerId, SyncGroupResponse,
-};
-use kafka_protocol::ResponseError;
 
 pub use api_versions::SUPPORTED;
 
@@ -202,6 +196,9 @@ pub async fn dispatch(
         listener: session.listener.name(),
     };
     let b = broker.clone();
+    if let Some(response) = authorize::refusal(&b, &ctx, &request) {
+        return Ok(Some(refuse(&ctx, response)));
+    }
     let future: ResponseFuture = match request {
         RequestKind::SaslHandshake(req) => {
             let response = sasl::handshake(&b, session, version, req);
@@ -266,104 +263,24 @@ pub async fn dispatch(
         RequestKind::DescribeCluster(req) => respond(ctx.clone(), async move {
             ResponseKind::DescribeCluster(describe_cluster::handle(&b, &ctx, req))
         }),
-        RequestKind::InitProducerId(req) => {
-            // Transactional producers need WRITE on their id; idempotent ones
-            // IDEMPOTENT_WRITE on the cluster or WRITE on some topic (as Kafka 3+).
-            let error = match &req.transactional_id {
-                Some(id) if !ctx.allowed(&b, op::WRITE, resource::TRANSACTIONAL_ID, &id.0) => {
-                    Some(ResponseError::TransactionalIdAuthorizationFailed)
-                }
-                None if !ctx.allowed(
-                    &b,
-                    op::IDEMPOTENT_WRITE,
-                    resource::CLUSTER,
-                    acl::CLUSTER_NAME,
-                ) && !b.security.authorizer.authorize_any(
-                    &ctx.principal,
-                    &ctx.host,
-                    op::WRITE,
-                    resource::TOPIC,
-                ) =>
-                {
-                    Some(ResponseError::ClusterAuthorizationFailed)
-                }
-                _ => None,
-            };
-            if let Some(e) = error {
-                return Ok(Some(refuse(
-                    &ctx,
-                    ResponseKind::InitProducerId(
-                        InitProducerIdResponse::default()
-                            .with_error_code(e.code())
-                            .with_producer_id(ProducerId(-1))
-                            .with_producer_epoch(-1),
-                    ),
-                )));
-            }
-            respond(ctx.clone(), async move {
-                ResponseKind::InitProducerId(init_producer_id::handle(&b, req).await)
-            })
-        }
+        RequestKind::InitProducerId(req) => respond(ctx.clone(), async move {
+            ResponseKind::InitProducerId(init_producer_id::handle(&b, req).await)
+        }),
         RequestKind::FindCoordinator(req) => respond(ctx.clone(), async move {
             ResponseKind::FindCoordinator(find_coordinator::handle(&b, &ctx, req))
         }),
         RequestKind::OffsetForLeaderEpoch(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(&b, &ctx, req).await)
         }),
-        RequestKind::JoinGroup(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::JoinGroup(
-                    JoinGroupResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code())
-                        .with_generation_id(-1),
-                ),
-            )
-        }
         RequestKind::JoinGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::JoinGroup(join_group::handle(&b, &ctx, req).await)
         }),
-        RequestKind::SyncGroup(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::SyncGroup(
-                    SyncGroupResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::SyncGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::SyncGroup(sync_group::handle(&b, &ctx, req).await)
         }),
-        RequestKind::Heartbeat(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::Heartbeat(
-                    HeartbeatResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::Heartbeat(req) => respond(ctx.clone(), async move {
             ResponseKind::Heartbeat(heartbeat::handle(&b, req).await)
         }),
-        RequestKind::LeaveGroup(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::LeaveGroup(
-                    LeaveGroupResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::LeaveGroup(req) => respond(ctx.clone(), async move {
             ResponseKind::LeaveGroup(leave_group::handle(&b, &ctx, req).await)
         }),
@@ -382,31 +299,9 @@ pub async fn dispatch(
         RequestKind::DeleteGroups(req) => respond(ctx.clone(), async move {
             ResponseKind::DeleteGroups(delete_groups::handle(&b, &ctx, req).await)
         }),
-        RequestKind::OffsetDelete(req)
-            if !ctx.allowed(&b, op::DELETE, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::OffsetDelete(
-                    OffsetDeleteResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::OffsetDelete(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetDelete(offset_delete::handle(&b, req).await)
         }),
-        RequestKind::ConsumerGroupHeartbeat(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::ConsumerGroupHeartbeat(
-                    ConsumerGroupHeartbeatResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::ConsumerGroupHeartbeat(req) => respond(ctx.clone(), async move {
             ResponseKind::ConsumerGroupHeartbeat(
                 consumer_group_heartbeat::handle(&b, &ctx, req).await,
@@ -423,57 +318,12 @@ pub async fn dispatch(
         RequestKind::AddPartitionsToTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(&b, &ctx, req).await)
         }),
-        RequestKind::AddOffsetsToTxn(req)
-            if !ctx.allowed(
-                &b,
-                op::WRITE,
-                resource::TRANSACTIONAL_ID,
-                &req.transactional_id.0,
-            ) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::AddOffsetsToTxn(
-                    AddOffsetsToTxnResponse::default()
-                        .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
-                ),
-            )
-        }
-        RequestKind::AddOffsetsToTxn(req)
-            if !ctx.allowed(&b, op::READ, resource::GROUP, &req.group_id.0) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::AddOffsetsToTxn(
-                    AddOffsetsToTxnResponse::default()
-                        .with_error_code(ResponseError::GroupAuthorizationFailed.code()),
-                ),
-            )
-        }
         RequestKind::AddOffsetsToTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&b, req).await)
         }),
         RequestKind::TxnOffsetCommit(req) => respond(ctx.clone(), async move {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&b, &ctx, req).await)
         }),
-        RequestKind::EndTxn(req)
-            if !ctx.allowed(
-                &b,
-                op::WRITE,
-                resource::TRANSACTIONAL_ID,
-                &req.transactional_id.0,
-            ) =>
-        {
-            refuse(
-                &ctx,
-                ResponseKind::EndTxn(
-                    EndTxnResponse::default()
-                        .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-                        .with_producer_id(ProducerId(-1))
-                        .with_producer_epoch(-1),
-                ),
-            )
-        }
         RequestKind::EndTxn(req) => respond(ctx.clone(), async move {
             ResponseKind::EndTxn(end_txn::handle(&b, &ctx, req).await)
         }),
