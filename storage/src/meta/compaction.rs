@@ -369,11 +369,18 @@ impl MetaStore {
                     let stop = prefix_end(&keys::index(topic_id, p, end));
                     let rows = tx.get_range(&begin, &stop, 0, false).await?;
                     let mut old = Vec::new();
+                    // Kept runs already in the index as they are (a batch left in the WAL
+                    // whose entry is unchanged, or a swap run again after a crash) are
+                    // neither removed nor counted into their segment again.
+                    let mut present = vec![false; kept_entries.len()];
                     for (k, v) in &rows {
                         let e =
                             IndexEntry::decode(keys::index_last_offset(k).unwrap_or_default(), v)?;
-                        if matches!(e.location, Location::Table { .. }) || kept_entries.contains(&e)
-                        {
+                        if let Some(i) = kept_entries.iter().position(|k| *k == e) {
+                            present[i] = true;
+                            continue;
+                        }
+                        if matches!(e.location, Location::Table { .. }) {
                             // Already swapped (a swap run again after a crash).
                             continue;
                         }
@@ -403,7 +410,13 @@ impl MetaStore {
                         tx.clear(k);
                     }
                     let removed: Vec<IndexEntry> = old.into_iter().map(|(_, e)| e).collect();
-                    adjust_segments(tx, &removed, &kept_entries, now).await?;
+                    let added: Vec<IndexEntry> = kept_entries
+                        .iter()
+                        .zip(&present)
+                        .filter(|(_, present)| !**present)
+                        .map(|(e, _)| e.clone())
+                        .collect();
+                    adjust_segments(tx, &removed, &added, now).await?;
                     let kept_ranges: Vec<(i64, i64)> = kept_entries
                         .iter()
                         .map(|e| (e.base_offset, e.last_offset))

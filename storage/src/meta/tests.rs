@@ -676,6 +676,80 @@ pub(super) async fn swap_replaces_wal_entries_and_releases_segments(
     );
 }
 
+/// A round that leaves a WAL entry exactly as it was (an aborted batch alone in its entry)
+/// keeps its segment counted once, so the segment is released when the entry goes.
+pub(super) async fn swap_counts_unchanged_kept_entries_once(
+    meta: MetaStore,
+    clock: Arc<ManualClock>,
+) {
+    let t = meta
+        .create_topic("t", 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let mut segments = Vec::new();
+    for _ in 0..3 {
+        let seg = segment(vec![PartitionAppend {
+            topic_id: t.id,
+            partition: 0,
+            units: vec![unit(vec![batch(16, 10, None)])],
+        }]);
+        segments.push(seg.segment);
+        meta.commit_segment(Arc::new(seg), 60_000)
+            .await
+            .expect("commit");
+    }
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    let middle = &entries[1];
+    let Location::Wal {
+        segment: kept_segment,
+        position,
+        length,
+    } = middle.location
+    else {
+        panic!("a WAL entry: {middle:?}");
+    };
+    let kept = vec![KeptRun {
+        partition: 0,
+        base_offset: middle.base_offset,
+        last_offset: middle.last_offset,
+        segment: kept_segment,
+        position,
+        length,
+        batch_count: middle.batch_count,
+        max_timestamp: middle.max_timestamp,
+    }];
+    let files = vec![RoundFile {
+        partition: 0,
+        file: "file:///w/a.parquet".into(),
+        first_offset: 0,
+        last_offset: 29,
+        rows: 20,
+        max_timestamp: NOW,
+    }];
+    let live = |meta: MetaStore, id: Uuid| async move {
+        meta.segment_record(id)
+            .await
+            .expect("read")
+            .expect("record")
+            .live_entries
+    };
+    meta.swap_to_table(t.id, &files, &kept).await.expect("swap");
+    assert_eq!(live(meta.clone(), kept_segment).await, 1);
+    // Run again (as after a crash): nothing changes.
+    meta.swap_to_table(t.id, &files, &kept)
+        .await
+        .expect("again");
+    assert_eq!(live(meta.clone(), kept_segment).await, 1);
+    assert_eq!(live(meta.clone(), segments[0]).await, 0);
+    assert_eq!(live(meta.clone(), segments[2]).await, 0);
+    // Retention past the kept entry releases its segment too.
+    clock.advance(5);
+    meta.trim_log(t.id, 0, 30).await.expect("trim");
+    assert_eq!(live(meta.clone(), kept_segment).await, 0);
+    let gc = meta.unreferenced_segments(NOW + 6).await.expect("gc");
+    assert_eq!(gc.len(), 3, "every segment can be collected: {gc:?}");
+}
+
 pub(super) async fn group_offsets_and_records(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = Uuid::new_v4();
     let o = |offset| CommittedOffset {
@@ -952,6 +1026,7 @@ macro_rules! meta_domain_tests {
             cluster_id_is_stable,
             leases_exclude_other_holders_until_expiry,
             swap_replaces_wal_entries_and_releases_segments,
+            swap_counts_unchanged_kept_entries_once,
             group_offsets_and_records,
             brokers_register_with_leases,
             concurrent_commits_are_dense,
