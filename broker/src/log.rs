@@ -431,15 +431,18 @@ impl Log {
         }
     }
 
-    /// Reads whole batches from `offset` on, up to `max_bytes` (the first batch is always
-    /// returned whole, as KIP-74 asks, so consumers make progress past large batches),
-    /// stopping at the last stable offset when `committed` (read_committed).
+    /// Reads whole batches from `offset` on, up to `max_bytes`, stopping at the last stable
+    /// offset when `committed` (read_committed). With `min_one` the first batch is returned
+    /// whole even when larger, as KIP-74 asks of the first non-empty partition of a fetch,
+    /// so consumers make progress past large batches; without it nothing goes past
+    /// `max_bytes`.
     pub async fn read(
         &self,
         topic_id: Uuid,
         partition: i32,
         offset: i64,
         max_bytes: usize,
+        min_one: bool,
         committed: bool,
     ) -> Result<ReadResult, ReadError> {
         let plog = self
@@ -472,7 +475,7 @@ impl Log {
         };
         let mut next = offset;
         let mut retried = false;
-        'entries: while next < limit {
+        'entries: while next < limit && (min_one || max_bytes > 0) {
             let Some(entry) = self.entry_for(topic_id, partition, &plog, next).await? else {
                 tracing::warn!(%topic_id, partition, offset = next, "no index entry for offset");
                 break;
@@ -504,7 +507,9 @@ impl Log {
                 if header.base_offset >= limit {
                     break 'entries;
                 }
-                if result.bytes + batch.len() > max_bytes && !result.batches.is_empty() {
+                if result.bytes + batch.len() > max_bytes
+                    && (!min_one || !result.batches.is_empty())
+                {
                     break 'entries;
                 }
                 result.bytes += batch.len();

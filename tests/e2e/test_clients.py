@@ -4,6 +4,7 @@ Debian's kcat (librdkafka 2.0.2), kafka-python and aiokafka."""
 import asyncio
 import shutil
 import subprocess
+import time
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -227,3 +228,38 @@ def test_alter_configs_and_compacted_topics_need_keys(broker):
         raise AssertionError("an unknown config was accepted")
     except Exception as e:  # KafkaException(INVALID_CONFIG)
         assert "INVALID_CONFIG" in str(e) or "unknown topic config" in str(e)
+
+
+def test_fetch_max_bytes_bounds_the_response(broker):
+    """librdkafka's 0082: 900 KB records in three partitions, read with fetch.max.bytes
+    1 MB and receive.message.max.bytes 1 MB + 512. Only the first batch of the first
+    non-empty partition may go past the limit (KIP-74), so every response fits what the
+    consumer can receive and every record arrives."""
+    topic = "fetch-max-bytes"
+    create_topic(broker.bootstrap, topic, 3)
+    size = 900 * 1024
+    records = [{"key": None, "value": bytes([p * 16 + i]) * size, "partition": p,
+                "headers": None, "timestamp": 0}
+               for p in range(3) for i in range(4)]
+    acked, errors = produce(broker.bootstrap, topic, records)
+    assert not errors and len(acked) == len(records)
+    transport_errors = []
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "fetch-max-bytes",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "max.partition.fetch.bytes": 20_000_000, "fetch.max.bytes": 1_000_000,
+                  "receive.message.max.bytes": 1_000_512,
+                  "error_cb": lambda err: transport_errors.append(str(err))})
+    got = {}
+    try:
+        c.subscribe([topic])
+        deadline = time.time() + 60
+        while len(got) < len(records) and time.time() < deadline:
+            for msg in c.consume(num_messages=10, timeout=0.5):
+                assert not msg.error(), msg.error()
+                got[(msg.partition(), msg.offset())] = msg.value()
+    finally:
+        c.close()
+    assert not transport_errors, transport_errors
+    assert len(got) == len(records)
+    for (p, _), value in got.items():
+        assert len(value) == size and value[0] // 16 == p

@@ -133,10 +133,12 @@ async fn read_all(
                     d
                 }
                 Ok(Some(t)) => {
+                    // Only the first non-empty partition may go past the limits (KIP-74).
                     let max = (p.partition_max_bytes.max(0) as usize).min(budget);
+                    let min_one = total == 0;
                     match broker
                         .log
-                        .read(t.id, p.partition, p.fetch_offset, max.max(1), committed)
+                        .read(t.id, p.partition, p.fetch_offset, max, min_one, committed)
                         .await
                     {
                         Ok(r) => {
