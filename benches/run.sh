@@ -51,5 +51,8 @@ start_broker
 scenario "1 KiB records, 16 partitions, acks=all, 10 MB/s (latency)" \
   --partitions 16 --record-size 1024 --acks all --rate-mb 10 --linger-ms 1 --consume
 start_broker
+scenario "1 KiB records, 16 partitions, acks=all, 0.1 MB/s, linger 0 (latency when lightly loaded)" \
+  --partitions 16 --record-size 1024 --acks all --rate-mb 0.1 --linger-ms 0
+start_broker
 scenario "1 KiB records, 1000 partitions, acks=all, 10 MB/s (PUTs per second)" \
   --partitions 1000 --record-size 1024 --acks all --rate-mb 10 --linger-ms 5

@@ -1,12 +1,21 @@
-//! The appender: gathers produced batches of all partitions for up to `flush_interval` or
-//! `flush_bytes`, writes them as ONE WAL segment object, then commits the segment in one
-//! metadata transaction that assigns offsets, and only then answers the producers.
+//! The appender: gathers produced batches of all partitions, writes them as ONE WAL segment
+//! object, then commits the segment in one metadata transaction that assigns offsets, and
+//! only then answers the producers.
+//!
+//! Adaptive grouping: when no segment write is in flight and the broker has not been
+//! writing faster than one segment per `flush_interval`, waiting data is written at once,
+//! so a lightly loaded broker answers in one PUT and one commit. Otherwise data gathers
+//! until `flush_interval` after the last write (or until `flush_bytes` wait), so under load
+//! segments grow instead of their number: PUTs per second stay near one per
+//! `flush_interval`, with bursts of at most `flush_burst` early writes. Early writes earn
+//! credits at one per `flush_interval` and every write spends one.
 //!
 //! Pipelining: segment PUTs run concurrently (up to `max_inflight_flushes`), commits run
 //! one at a time in segment order, so a producer's batches get offsets in the order they
 //! arrived. Backpressure: produced bytes hold permits of a semaphore sized
 //! `max_inflight_bytes` until their segment is committed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +28,7 @@ use icestream_storage::meta::{
 use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
 use icestream_storage::{Clock, MetaError, MetaStore, Objects};
 use object_store::{PutMode, PutOptions, PutPayload};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +71,11 @@ struct Pending {
 
 #[derive(Clone)]
 pub struct AppenderConfig {
+    /// Segment writes start at least this far apart, except early ones.
     pub flush_interval: Duration,
+    /// Early writes (data written at once while no write is in flight) allowed in a burst;
+    /// they accrue at one per `flush_interval`.
+    pub flush_burst: usize,
     pub flush_bytes: usize,
     pub max_inflight_bytes: usize,
     pub max_inflight_flushes: usize,
@@ -157,6 +170,52 @@ struct Waiter {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Segment writes (PUTs) started and not finished; wakes the flush loop when one finishes.
+#[derive(Default)]
+struct InFlight {
+    puts: AtomicUsize,
+    finished: Notify,
+}
+
+impl InFlight {
+    fn idle(&self) -> bool {
+        self.puts.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Credits for segment writes started ahead of `flush_interval`: one accrues every
+/// `flush_interval`, up to `burst`; every write spends one (down to -1, so writes forced
+/// by the interval leave none for early ones while the load lasts).
+struct Credits {
+    credits: f64,
+    burst: f64,
+    interval: Duration,
+    refilled: Instant,
+}
+
+impl Credits {
+    fn new(burst: usize, interval: Duration) -> Self {
+        Self {
+            credits: burst as f64,
+            burst: burst as f64,
+            interval,
+            refilled: Instant::now(),
+        }
+    }
+
+    fn available(&mut self, now: Instant) -> bool {
+        let earned =
+            now.duration_since(self.refilled).as_secs_f64() / self.interval.as_secs_f64().max(1e-6);
+        self.credits = (self.credits + earned).min(self.burst);
+        self.refilled = now;
+        self.credits >= 1.0
+    }
+
+    fn spend(&mut self) {
+        self.credits = (self.credits - 1.0).max(-1.0);
+    }
+}
+
 async fn flush_loop(
     mut rx: mpsc::Receiver<Pending>,
     commit_tx: mpsc::Sender<Flushed>,
@@ -164,23 +223,49 @@ async fn flush_loop(
     config: AppenderConfig,
     shutdown: CancellationToken,
 ) {
+    let in_flight = Arc::new(InFlight::default());
+    let mut credits = Credits::new(config.flush_burst, config.flush_interval);
     let mut pending: Vec<Pending> = Vec::new();
     let mut bytes = 0usize;
-    // Flushes start at least `flush_interval` apart, so PUTs per second never exceed
-    // 1/flush_interval; data arriving after a quiet spell is flushed at once.
     let mut last_flush = Instant::now() - config.flush_interval;
     loop {
+        if !pending.is_empty() {
+            let now = Instant::now();
+            let early = in_flight.idle() && credits.available(now);
+            if early || bytes >= config.flush_bytes || now >= last_flush + config.flush_interval {
+                // Requests already queued behind these go into the same segment.
+                while bytes < config.flush_bytes {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            bytes += p.bytes;
+                            pending.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let batch = std::mem::take(&mut pending);
+                bytes = 0;
+                last_flush = now;
+                credits.spend();
+                let flushed = start_flush(batch, &objects, &in_flight);
+                if commit_tx.send(flushed).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // Wake for new data, a finished write (an early one may start), or the interval.
         let deadline = (!pending.is_empty()).then(|| last_flush + config.flush_interval);
-        let flush_now = tokio::select! {
+        tokio::select! {
             msg = rx.recv() => match msg {
                 Some(p) => {
                     bytes += p.bytes;
                     pending.push(p);
-                    bytes >= config.flush_bytes || Instant::now() >= last_flush + config.flush_interval
                 }
                 None => break,
             },
-            _ = sleep_until(deadline) => true,
+            _ = in_flight.finished.notified(), if !pending.is_empty() => {}
+            _ = sleep_until(deadline) => {}
             _ = shutdown.cancelled() => {
                 // Take what is already queued, then stop accepting.
                 rx.close();
@@ -189,28 +274,12 @@ async fn flush_loop(
                 }
                 break;
             }
-        };
-        if flush_now && !pending.is_empty() {
-            // Requests already queued behind this one go into the same segment.
-            while bytes < config.flush_bytes {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        bytes += p.bytes;
-                        pending.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let batch = std::mem::take(&mut pending);
-            bytes = 0;
-            last_flush = Instant::now();
-            if commit_tx.send(start_flush(batch, &objects)).await.is_err() {
-                return;
-            }
         }
     }
     if !pending.is_empty() {
-        let _ = commit_tx.send(start_flush(pending, &objects)).await;
+        let _ = commit_tx
+            .send(start_flush(pending, &objects, &in_flight))
+            .await;
     }
 }
 
@@ -223,7 +292,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Lays out a segment from the pending requests (one chunk per partition, requests in
 /// arrival order within it) and starts its PUT.
-fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
+fn start_flush(pending: Vec<Pending>, objects: &Objects, in_flight: &Arc<InFlight>) -> Flushed {
     let segment = Uuid::now_v7();
     let created_ms = segment
         .get_timestamp()
@@ -326,6 +395,8 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
     let store = objects.store.clone();
     let payload = PutPayload::from_iter(parts);
     crate::metrics::observe(&crate::metrics::FLUSH_BYTES, size as f64);
+    in_flight.puts.fetch_add(1, Ordering::SeqCst);
+    let in_flight = in_flight.clone();
     let put = tokio::spawn(async move {
         let options = PutOptions {
             mode: PutMode::Create,
@@ -338,6 +409,8 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects) -> Flushed {
             &crate::metrics::SEGMENT_PUT_SECONDS,
             started.elapsed().as_secs_f64(),
         );
+        in_flight.puts.fetch_sub(1, Ordering::SeqCst);
+        in_flight.finished.notify_one();
         result
     });
     let waiters = pending
@@ -458,5 +531,45 @@ async fn commit(
 fn fail(waiters: Vec<Waiter>, error: AppendError) {
     for w in waiters {
         let _ = w.reply.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_writes_come_in_bursts_and_accrue_one_per_interval() {
+        let interval = Duration::from_millis(5);
+        let mut credits = Credits::new(3, interval);
+        let start = credits.refilled;
+        for _ in 0..3 {
+            assert!(credits.available(start));
+            credits.spend();
+        }
+        assert!(!credits.available(start), "the burst is spent");
+        assert!(!credits.available(start + Duration::from_millis(4)));
+        assert!(credits.available(start + interval));
+        credits.spend();
+        // Writes forced by the interval spend too (down to -1): under steady load there is
+        // nothing left for early ones.
+        credits.spend();
+        credits.spend();
+        assert!(!credits.available(start + interval * 2));
+        assert!(credits.available(start + interval * 3));
+        // Never more than the burst, however long the quiet.
+        let later = start + Duration::from_secs(60);
+        assert!(credits.available(later));
+        for _ in 0..3 {
+            credits.spend();
+        }
+        assert!(!credits.available(later));
+    }
+
+    #[test]
+    fn no_burst_means_no_early_writes() {
+        let mut credits = Credits::new(0, Duration::from_millis(5));
+        let start = credits.refilled;
+        assert!(!credits.available(start + Duration::from_secs(1)));
     }
 }

@@ -154,6 +154,7 @@ impl Broker {
         let (appender, appender_task) = Appender::start(
             AppenderConfig {
                 flush_interval: settings.flush_interval(objects.kind),
+                flush_burst: settings.flush_burst,
                 flush_bytes: settings.flush_bytes,
                 max_inflight_bytes: settings.max_inflight_bytes,
                 max_inflight_flushes: settings.max_inflight_flushes,

@@ -1,5 +1,7 @@
 //! Runs the compactor on its own thread and runtime, so Parquet encoding never competes
-//! with client connections for the broker's async workers.
+//! with client connections for the broker's async workers. Its threads run at a lower CPU
+//! priority (nice +10): when cores are short, producers' and consumers' requests come
+//! first and compaction takes the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +113,13 @@ fn inject_test_faults(catalog: Arc<dyn iceberg::Catalog>) -> Arc<dyn iceberg::Ca
     faulty
 }
 
+/// Nice +10 for the calling thread (on Linux a thread has its own nice value).
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        tracing::debug!(error = %e, "cannot lower the compactor's priority");
+    }
+}
+
 /// Starts [`run`] on a dedicated thread with its own runtime.
 pub fn spawn(
     settings: Settings,
@@ -123,8 +132,10 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("icestream-compactor".into())
         .spawn(move || {
+            lower_priority();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_start(lower_priority)
                 .build()
             {
                 Ok(r) => r,
