@@ -80,6 +80,16 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         numeric: true,
     },
     ConfigDef {
+        name: "message.downconversion.enable",
+        default: "true",
+        numeric: false,
+    },
+    ConfigDef {
+        name: "message.format.version",
+        default: "3.0-IV1",
+        numeric: false,
+    },
+    ConfigDef {
         name: "message.timestamp.type",
         default: "CreateTime",
         numeric: false,
@@ -181,12 +191,34 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
         {
             return Err(format!("{name} must be true or false, not {value:?}"));
         }
+        // Accepted and without effect, as in Kafka 3 (records are always stored in message
+        // format v2), so tools and clients that still set it keep working.
+        "message.format.version" if !is_kafka_version(value) => {
+            return Err(format!("invalid message.format.version {value:?}"));
+        }
+        "message.downconversion.enable" if !matches!(value, "true" | "false") => {
+            return Err(format!("{name} must be true or false, not {value:?}"));
+        }
         "max.message.bytes" if value.parse::<i64>().unwrap_or(0) < 1 => {
             return Err("max.message.bytes must be positive".into());
         }
         _ => {}
     }
     Ok(())
+}
+
+/// A Kafka version as `message.format.version` takes it: `0.10.0`, `2.8`, `3.0-IV1`.
+fn is_kafka_version(value: &str) -> bool {
+    let (version, iv) = match value.split_once("-IV") {
+        Some((v, iv)) => (v, Some(iv)),
+        None => (value, None),
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && iv.is_none_or(|iv| !iv.is_empty() && iv.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Kafka's topic name rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -376,6 +408,18 @@ mod tests {
     fn configs() {
         assert!(validate_config("retention.ms", "1000").is_ok());
         assert!(validate_config("retention.ms", "soon").is_err());
+        for ok in ["0.10.0", "0.11.0-IV2", "2.8", "3.0-IV1"] {
+            assert!(
+                validate_config("message.format.version", ok).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["", "3", "three", "3.0-IV", "3..0", "3.0-beta"] {
+            assert!(
+                validate_config("message.format.version", bad).is_err(),
+                "{bad}"
+            );
+        }
         assert!(validate_config("no.such.config", "1").is_err());
         assert!(validate_config("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_config("cleanup.policy", "forever").is_err());

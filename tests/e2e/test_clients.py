@@ -263,3 +263,23 @@ def test_fetch_max_bytes_bounds_the_response(broker):
     assert len(got) == len(records)
     for (p, _), value in got.items():
         assert len(value) == size and value[0] // 16 == p
+
+
+def test_message_format_version_is_accepted_as_kafka_3_does(broker):
+    """librdkafka's 0092 sets message.format.version on its topic; Kafka 3 accepts it
+    (and stores every record as v2), so icestream does too, and refuses nonsense."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    create_topic(broker.bootstrap, "old-format", 1, {"message.format.version": "0.10.0"})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    resource = ConfigResource("topic", "old-format",
+                              set_config={"message.format.version": "0.11.0-IV2"})
+    admin.alter_configs([resource])[resource].result(timeout=10)
+    described = admin.describe_configs([ConfigResource("topic", "old-format")])
+    configs = list(described.values())[0].result(timeout=10)
+    assert configs["message.format.version"].value == "0.11.0-IV2"
+    bad = ConfigResource("topic", "old-format", set_config={"message.format.version": "soon"})
+    with pytest.raises(Exception, match="message.format.version"):
+        admin.alter_configs([bad])[bad].result(timeout=10)
+    acked, errors = produce(broker.bootstrap, "old-format", make_records(10, 1))
+    assert not errors and len(acked) == 10
