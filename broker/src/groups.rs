@@ -270,6 +270,41 @@ impl Group {
         self.initial_limit.is_none() && self.members.values().all(|m| m.join_waiter.is_some())
     }
 
+    /// Whether a request naming this static instance comes from a member id the instance
+    /// no longer has (a newer incarnation took its place): Kafka's FENCED_INSTANCE_ID.
+    fn fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
+        instance_id.is_some_and(|instance| {
+            self.members
+                .values()
+                .any(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id)
+        })
+    }
+
+    /// Kafka's protocol vote: each member's most preferred protocol among those all
+    /// members support; the one with the most votes.
+    fn select_protocol(&self) -> String {
+        let mut candidates: Option<HashSet<String>> = None;
+        for m in self.members.values() {
+            let names: HashSet<String> = m.protocols.iter().map(|(n, _)| n.clone()).collect();
+            candidates = Some(match candidates {
+                None => names,
+                Some(c) => c.intersection(&names).cloned().collect(),
+            });
+        }
+        let candidates = candidates.unwrap_or_default();
+        let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+        for m in self.members.values() {
+            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                *votes.entry(n.clone()).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|(_, v)| *v)
+            .map(|(n, _)| n)
+            .unwrap_or_default()
+    }
+
     /// Completes the join barrier: drops members that did not rejoin, picks the protocol
     /// and the leader, bumps the generation and answers every waiting JoinGroup.
     fn complete_join(&mut self) {
@@ -291,27 +326,7 @@ impl Group {
             self.leader = None;
             return;
         }
-        // Vote: each member's most preferred protocol among those all members support.
-        let mut candidates: Option<HashSet<String>> = None;
-        for m in self.members.values() {
-            let names: HashSet<String> = m.protocols.iter().map(|(n, _)| n.clone()).collect();
-            candidates = Some(match candidates {
-                None => names,
-                Some(c) => c.intersection(&names).cloned().collect(),
-            });
-        }
-        let candidates = candidates.unwrap_or_default();
-        let mut votes: BTreeMap<String, usize> = BTreeMap::new();
-        for m in self.members.values() {
-            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
-                *votes.entry(n.clone()).or_default() += 1;
-            }
-        }
-        let protocol = votes
-            .into_iter()
-            .max_by_key(|(_, v)| *v)
-            .map(|(n, _)| n)
-            .unwrap_or_default();
+        let protocol = self.select_protocol();
         self.protocol = Some(protocol.clone());
         if self
             .leader
@@ -548,6 +563,8 @@ impl Coordinator {
             }
             let instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
             let mut id = member_id.clone();
+            // The leader before a static member came back under a new member id.
+            let mut replaced_static: Option<String> = None;
             if id.is_empty() {
                 id = format!("{}-{}", client.client_id, uuid::Uuid::new_v4());
                 if let Some(instance) = &instance_id {
@@ -563,6 +580,10 @@ impl Coordinator {
                                 let _ =
                                     w.send(join_error(ResponseError::FencedInstanceId, &old, v));
                             }
+                            if let Some(w) = m.sync_waiter.take() {
+                                let _ = w.send(sync_error(ResponseError::FencedInstanceId));
+                            }
+                            replaced_static = Some(g.leader.clone().unwrap_or_default());
                             m.id = id.clone();
                             if g.leader.as_deref() == Some(old.as_str()) {
                                 g.leader = Some(id.clone());
@@ -575,6 +596,8 @@ impl Coordinator {
                     g.pending.insert(id.clone());
                     return join_error(ResponseError::MemberIdRequired, &id, version);
                 }
+            } else if g.fenced(instance_id.as_deref(), &id) {
+                return join_error(ResponseError::FencedInstanceId, &id, version);
             } else if !g.members.contains_key(&id) && !g.pending.contains(&id) {
                 return join_error(ResponseError::UnknownMemberId, &id, version);
             }
@@ -612,13 +635,23 @@ impl Coordinator {
             if g.members.len() == 1 {
                 g.protocol_type = Some(protocol_type);
             }
+            let static_keeps_protocol = replaced_static.is_some()
+                && g.protocol.as_deref() == Some(g.select_protocol().as_str());
             match g.state {
-                State::Stable if existing_same && g.leader.as_deref() != Some(id.as_str()) => {
+                State::Stable
+                    if static_keeps_protocol
+                        || (existing_same && g.leader.as_deref() != Some(id.as_str())) =>
+                {
                     // A follower rejoining unchanged gets the current generation, without
-                    // a rebalance (as Kafka does).
+                    // a rebalance (as Kafka does). So does a static member coming back
+                    // under a new member id while the group's protocol stays: it is told
+                    // the leader from before it came back, so it never assigns (even when
+                    // it is the leader), and SyncGroup gives it its assignment.
                     let generation = g.generation;
                     let protocol = g.protocol.clone().unwrap_or_default();
-                    let leader = g.leader.clone().unwrap_or_default();
+                    let leader = replaced_static
+                        .clone()
+                        .unwrap_or_else(|| g.leader.clone().unwrap_or_default());
                     let protocol_type = g.protocol_type.clone();
                     if let Some((w, v)) = g.members.get_mut(&id).and_then(|m| m.join_waiter.take())
                     {
@@ -646,6 +679,10 @@ impl Coordinator {
             if g.all_joined() {
                 g.complete_join();
             }
+            if replaced_static.is_some() && g.state == State::Stable {
+                // The record holds the static member under its new id.
+                self.save(&g).await;
+            }
             rx
         };
         rx.await
@@ -662,6 +699,9 @@ impl Coordinator {
         };
         let (rx, to_save) = {
             let mut g = group.lock().await;
+            if g.fenced(req.group_instance_id.as_deref(), &member_id) {
+                return sync_error(ResponseError::FencedInstanceId);
+            }
             if !g.members.contains_key(&member_id) {
                 return sync_error(ResponseError::UnknownMemberId);
             }
@@ -755,6 +795,7 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
         let group = match self.existing(group_id).await {
             Ok(Some(g)) => g,
@@ -762,6 +803,9 @@ impl Coordinator {
             Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
         };
         let mut g = group.lock().await;
+        if g.fenced(instance_id, member_id) {
+            return Err(ResponseError::FencedInstanceId);
+        }
         let state = g.state;
         let current = g.generation;
         let Some(m) = g.members.get_mut(member_id) else {
@@ -793,13 +837,16 @@ impl Coordinator {
         let mut g = group.lock().await;
         let mut results = Vec::with_capacity(members.len());
         for (member_id, instance_id) in members {
+            if !member_id.is_empty() && g.fenced(instance_id.as_deref(), &member_id) {
+                results.push(Some(ResponseError::FencedInstanceId));
+                continue;
+            }
             let id = match &instance_id {
                 Some(instance) => g
                     .members
                     .values()
                     .find(|m| m.instance_id.as_ref() == Some(instance))
-                    .map(|m| m.id.clone())
-                    .filter(|id| member_id.is_empty() || *id == member_id),
+                    .map(|m| m.id.clone()),
                 None => g
                     .members
                     .contains_key(&member_id)
@@ -823,6 +870,7 @@ impl Coordinator {
         group_id: &str,
         generation: i32,
         member_id: &str,
+        instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
         let group = match self.existing(group_id).await {
             Ok(Some(g)) => g,
@@ -831,18 +879,25 @@ impl Coordinator {
             Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
         };
         let mut g = group.lock().await;
+        if g.fenced(instance_id, member_id) {
+            return Err(ResponseError::FencedInstanceId);
+        }
         if generation < 0 && g.state == State::Empty {
             return Ok(());
         }
-        if g.state == State::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
+        // Kafka's order: the member, then its generation, then the barrier (a member of
+        // an older generation is told ILLEGAL_GENERATION even while the group completes a
+        // rebalance).
         let current = g.generation;
+        let state = g.state;
         let Some(m) = g.members.get_mut(member_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
         if generation != current {
             return Err(ResponseError::IllegalGeneration);
+        }
+        if state == State::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
         }
         m.last_heartbeat = Instant::now();
         Ok(())
@@ -1026,5 +1081,123 @@ mod tests {
         m.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(subscription_topics(&m), vec!["orders", "pay"]);
         assert!(subscription_topics(&[1]).is_empty());
+    }
+
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::GroupId;
+
+    async fn coordinator() -> (Arc<Coordinator>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = icestream_storage::kv::open("embedded", dir.path())
+            .await
+            .expect("kv");
+        let meta = MetaStore::new(kv, Arc::new(icestream_storage::SystemClock));
+        let config = GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..GroupConfig::default()
+        };
+        let c = Arc::new(Coordinator::new(meta, config));
+        tokio::spawn(c.clone().run_timers(CancellationToken::new()));
+        (c, dir)
+    }
+
+    fn join_request(member: &str, instance: &str, owned: &[u8]) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s(instance)))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::copy_from_slice(owned))])
+    }
+
+    fn client() -> ClientInfo {
+        ClientInfo {
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+        }
+    }
+
+    fn sync_request(member: &str, generation: i32, assign: &[(&str, &str)]) -> SyncGroupRequest {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s(member))
+            .with_generation_id(generation)
+            .with_assignments(
+                assign
+                    .iter()
+                    .map(|(m, a)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(s(m))
+                            .with_assignment(Bytes::copy_from_slice(a.as_bytes()))
+                    })
+                    .collect(),
+            )
+    }
+
+    /// A static member that restarts (new member id, different owned partitions in its
+    /// metadata) takes its old place without a rebalance: the other member's generation
+    /// stays valid and the restarted one gets its assignment back, leader or not.
+    #[tokio::test]
+    async fn static_member_restart_keeps_the_generation() {
+        let (c, _dir) = coordinator().await;
+        let (ja, jb) = tokio::join!(
+            c.join(join_request("", "a", b"p0"), 7, client()),
+            c.join(join_request("", "b", b"p1"), 7, client())
+        );
+        assert_eq!(ja.error_code, 0);
+        assert_eq!(jb.error_code, 0);
+        let generation = ja.generation_id;
+        let (leader, follower) = if ja.leader == ja.member_id {
+            (ja, jb)
+        } else {
+            (jb, ja)
+        };
+        let (lm, fm) = (leader.member_id.to_string(), follower.member_id.to_string());
+        let assignments = [(lm.as_str(), "for-leader"), (fm.as_str(), "for-follower")];
+        let (sl, sf) = tokio::join!(
+            c.sync(sync_request(&lm, generation, &assignments), 5),
+            c.sync(sync_request(&fm, generation, &[]), 5)
+        );
+        assert_eq!(&sl.assignment[..], b"for-leader");
+        assert_eq!(&sf.assignment[..], b"for-follower");
+
+        // The follower restarts, then the leader.
+        let mut ids = [fm, lm];
+        let expected = ["for-follower", "for-leader"];
+        for k in 0..2 {
+            let old_id = ids[k].clone();
+            let view = c.view("g").await.expect("view").expect("group");
+            let instance = view
+                .members
+                .iter()
+                .find(|m| m.member_id == old_id)
+                .and_then(|m| m.instance_id.clone())
+                .expect("static member");
+            let again = c.join(join_request("", &instance, b""), 7, client()).await;
+            assert_eq!(again.error_code, 0);
+            assert_eq!(again.generation_id, generation, "no new generation");
+            assert_ne!(again.member_id.to_string(), old_id, "a new member id");
+            assert_ne!(again.leader, again.member_id, "never told to assign");
+            assert!(again.members.is_empty());
+            let synced = c
+                .sync(sync_request(&again.member_id, generation, &[]), 5)
+                .await;
+            assert_eq!(synced.error_code, 0);
+            assert_eq!(&synced.assignment[..], expected[k].as_bytes());
+            ids[k] = again.member_id.to_string();
+            assert_eq!(
+                c.heartbeat("g", generation, &ids[1 - k], None).await,
+                Ok(())
+            );
+            assert_eq!(
+                c.heartbeat("g", generation, &old_id, Some(&instance)).await,
+                Err(ResponseError::FencedInstanceId)
+            );
+        }
     }
 }

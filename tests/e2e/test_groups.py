@@ -80,7 +80,10 @@ class Member(threading.Thread):
                             except Exception:
                                 pass
         finally:
-            self.consumer.close()
+            try:
+                self.consumer.close()
+            except Exception as e:  # a fenced member's close reports its fatal error
+                self.errors.append(f"close: {e}")
             self.closed.set()
 
     def stop(self):
@@ -172,6 +175,49 @@ def test_cooperative_sticky_incremental_rebalance(make_broker):
     seen = [x for m in (a, b, c) for x in m.seen]
     assert sorted(seen) == sorted(acked)
     for m in (a, b, c):
+        m.stop()
+
+
+def test_static_member_restart_keeps_its_partitions_and_a_duplicate_is_fenced(make_broker):
+    """KIP-345 as librdkafka's 0102 expects: a static member that restarts within its
+    session takes back its partitions without a rebalance of the others, and a second
+    instance with the same group.instance.id fences the first (FENCED_INSTANCE_ID, fatal)."""
+    broker = make_broker({"group_initial_rebalance_delay_ms": 500})
+    create_topic(broker.bootstrap, "static", 4)
+    conf = {"session.timeout.ms": 10000}
+    a = Member(broker.bootstrap, "gs", "static", "a", **{"group.instance.id": "ia"}, **conf)
+    b = Member(broker.bootstrap, "gs", "static", "b", **{"group.instance.id": "ib"}, **conf)
+    a.start()
+    b.start()
+    wait_until(lambda: stable([a, b], 4) and a.assignment and b.assignment,
+               what="two static members sharing four partitions")
+    time.sleep(1)
+    a_rounds, a_parts, b_parts = a.assignments, set(a.assignment), set(b.assignment)
+
+    # b restarts: a static member does not leave on close, and comes back with a new
+    # member id under the same instance id.
+    b.stop()
+    restarted = time.time()
+    b2 = Member(broker.bootstrap, "gs", "static", "b2", **{"group.instance.id": "ib"}, **conf)
+    b2.start()
+    back = wait_until(lambda: b2.assignment, what="the restarted member's partitions")
+    assert back - restarted < 6, "back well within session.timeout.ms"
+    assert b2.assignment == b_parts, "the restarted member gets its partitions back"
+    time.sleep(2)
+    assert a.assignments == a_rounds and a.assignment == a_parts, \
+        "the other static member saw no rebalance"
+    acked, _ = produce(broker.bootstrap, "static", make_records(400, 4, seed=45))
+    wait_until(lambda: len(a.seen) + len(b2.seen) >= 400, what="both members to consume")
+    assert sorted(a.seen + b2.seen) == sorted(acked)
+
+    # A duplicate of b2's instance id takes its place; b2 is fenced, fatally.
+    b3 = Member(broker.bootstrap, "gs", "static", "b3", **{"group.instance.id": "ib"}, **conf)
+    b3.start()
+    wait_until(lambda: any("FENCED_INSTANCE_ID" in e or "fenced" in e.lower()
+                           for e in b2.errors),
+               timeout=30, what="the older instance to be fenced")
+    wait_until(lambda: stable([a, b3], 4) and b3.assignment, what="the new instance's share")
+    for m in (a, b2, b3):
         m.stop()
 
 

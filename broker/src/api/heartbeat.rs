@@ -10,7 +10,12 @@ pub async fn handle(broker: &Broker, req: HeartbeatRequest) -> HeartbeatResponse
     }
     match broker
         .groups
-        .heartbeat(&req.group_id.0, req.generation_id, &req.member_id)
+        .heartbeat(
+            &req.group_id.0,
+            req.generation_id,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+        )
         .await
     {
         Ok(()) => HeartbeatResponse::default(),

@@ -23,6 +23,7 @@ pub(super) async fn check_member(
     broker: &Broker,
     group: &str,
     member_id: &str,
+    instance_id: Option<&str>,
     generation: i32,
 ) -> Result<(), ResponseError> {
     if let Some(e) = super::not_coordinator(broker, group).await {
@@ -37,7 +38,7 @@ pub(super) async fn check_member(
         None => {
             broker
                 .groups
-                .check_commit(group, generation, member_id)
+                .check_commit(group, generation, member_id, instance_id)
                 .await
         }
     }
@@ -54,6 +55,7 @@ pub async fn handle(
             broker,
             &group,
             &req.member_id,
+            req.group_instance_id.as_deref(),
             req.generation_id_or_member_epoch,
         )
         .await

@@ -63,7 +63,14 @@ pub async fn handle(
     };
     // v3+ carries the consumer's group metadata (KIP-447): fence zombie consumers.
     if check.is_ok() && ctx.version >= 3 && req.generation_id >= 0 {
-        check = check_member(broker, &group, &req.member_id, req.generation_id).await;
+        check = check_member(
+            broker,
+            &group,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
+        .await;
     }
     let now = broker.meta.now_ms();
     let mut to_store = Vec::new();
