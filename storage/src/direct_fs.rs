@@ -6,6 +6,11 @@
 //! (padded to the 4 KiB direct-I/O granularity, then truncated to their length) and
 //! linked into place, so readers never see a partial object and `PutMode::Create` keeps
 //! its put-if-absent meaning. Filesystems without `O_DIRECT` (tmpfs) get buffered writes.
+//!
+//! A put returns only once the object survives a power loss, as an object store's PUT
+//! does: the file's data and length are synced (`fdatasync`; direct I/O alone leaves them
+//! in the device's cache and the inode unwritten), and so is the directory entry that
+//! names it (and the entries of directories the put created).
 //! Everything but `put_opts` is `LocalFileSystem`'s.
 
 use std::fmt;
@@ -81,6 +86,7 @@ fn write_staged(
                 }
                 file.write_all(buf)?;
                 file.set_len(len as u64)?;
+                file.sync_data()?;
                 return Ok(true);
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -94,7 +100,33 @@ fn write_staged(
     for part in payload.iter() {
         file.write_all(part)?;
     }
+    file.sync_data()?;
     Ok(false)
+}
+
+/// Makes a directory's entries durable (a created, linked, renamed or removed name).
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and its missing parents, each one's entry made durable in its parent.
+fn create_dirs_durably(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another put created it meanwhile, and synced its parent before returning.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 object_store_wrapper!(DirectFs, inner, {
@@ -114,9 +146,11 @@ object_store_wrapper!(DirectFs, inner, {
         let create = matches!(opts.mode, PutMode::Create);
         let location = location.clone();
         tokio::task::spawn_blocking(move || -> Result<PutResult> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-            }
+            let dir = path
+                .parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .to_path_buf();
+            create_dirs_durably(&dir).map_err(|e| io_err(&dir, e))?;
             // `#` marks staging files, which LocalFileSystem's listings skip.
             let staging = PathBuf::from(format!(
                 "{}#{}",
@@ -146,6 +180,8 @@ object_store_wrapper!(DirectFs, inner, {
                 }
                 return Err(io_err(&path, e));
             }
+            // The new name (and the staging name's removal) outlive a power loss.
+            sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
             Ok(PutResult {
                 e_tag: None,
                 version: None,
@@ -201,5 +237,14 @@ mod tests {
             .expect("dir")
             .collect();
         assert_eq!(leftovers.len(), 1, "staging files are removed");
+
+        // Missing directories are created (each synced into its parent).
+        let deep = Path::from("tables/t/data/b.parquet");
+        store
+            .put(&deep, PutPayload::from_static(b"rows"))
+            .await
+            .expect("put into new directories");
+        let read = store.get(&deep).await.expect("get").bytes().await;
+        assert_eq!(read.expect("bytes").as_ref(), b"rows");
     }
 }
