@@ -360,7 +360,8 @@ impl Compactor {
 
     /// Applies `retention.ms` / `retention.bytes` of every topic: the log start moves past
     /// expired entries, but never past what the table holds (rows are not lost to
-    /// retention before they are in the table).
+    /// retention before they are in the table). Also removes the entries DeleteRecords left
+    /// below a log start, once the table holds their rows.
     pub async fn apply_retention(&self, broker_retention_ms: i64) -> Result<(), CompactError> {
         let now = self.meta.now_ms();
         for topic in self.meta.topics().await? {
@@ -374,24 +375,41 @@ impl Compactor {
                 .get("retention.bytes")
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(-1);
-            if retention_ms < 0 && retention_bytes < 0 {
-                continue;
-            }
-            let ident = table_ident(&self.config.namespace, &topic.name)?;
-            let committed = if self.catalog.table_exists(&ident).await? {
-                committed_offsets(&self.catalog.load_table(&ident).await?).await?
-            } else {
-                Default::default()
-            };
+            let retained = retention_ms >= 0 || retention_bytes >= 0;
+            // What the table holds, per partition; loaded when first needed.
+            let mut committed: Option<std::collections::BTreeMap<i32, i64>> = None;
             for p in 0..topic.partitions {
                 let Some(state) = self.meta.partition_state(topic.id, p).await? else {
                     continue;
                 };
-                let limit = committed.get(&p).copied().unwrap_or(0);
+                let first = self.meta.index_entries(topic.id, p, 0, 1).await?;
+                let below_start = first
+                    .first()
+                    .is_some_and(|e| e.last_offset < state.log_start_offset);
+                if !retained && !below_start {
+                    continue;
+                }
+                let limit = match &committed {
+                    Some(c) => c.get(&p).copied().unwrap_or(0),
+                    None => {
+                        let ident = table_ident(&self.config.namespace, &topic.name)?;
+                        let c = if self.catalog.table_exists(&ident).await? {
+                            committed_offsets(&self.catalog.load_table(&ident).await?).await?
+                        } else {
+                            Default::default()
+                        };
+                        let limit = c.get(&p).copied().unwrap_or(0);
+                        committed = Some(c);
+                        limit
+                    }
+                };
                 let mut new_start = state.log_start_offset;
                 let mut size = state.size_bytes as i64;
                 let mut from = state.log_start_offset;
                 'scan: loop {
+                    if !retained {
+                        break;
+                    }
                     let page = self.meta.index_entries(topic.id, p, from, 256).await?;
                     let Some(last) = page.last() else { break };
                     from = last.next_offset();
@@ -411,6 +429,12 @@ impl Compactor {
                         if let Some(l) = &self.listener {
                             l.on_trim(topic.id, p, state.log_start_offset);
                         }
+                    }
+                } else if below_start {
+                    let upto = state.log_start_offset.min(limit);
+                    if first.first().is_some_and(|e| e.last_offset < upto) {
+                        tracing::info!(topic = %topic.name, partition = p, upto, "deleted_records.release");
+                        self.meta.trim_log(topic.id, p, upto).await?;
                     }
                 }
             }

@@ -1004,3 +1004,63 @@ async fn rewrites_keep_the_wal_batches_between_merged_files() {
     assert_eq!(covered, next);
     assert_eq!(kept, wal);
 }
+
+/// DeleteRecords moves the log start past records not yet in the table: the retention
+/// pass removes the index entries below it that the table holds (releasing their
+/// segments) and keeps the others, and a round still folds those (the table keeps every
+/// row, as under retention).
+#[tokio::test]
+async fn deleted_records_reach_the_table_and_then_leave_the_index() {
+    let env = env().await;
+    let topic = env.topic("purged").await;
+    let ident = table_ident("kafka", "purged").expect("ident");
+    env.produce(&topic, &["a", "b", "c"]).await;
+    env.produce(&topic, &["d", "e"]).await;
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 5);
+    env.produce(&topic, &["f"]).await;
+    env.produce(&topic, &["g"]).await;
+    let moved = env
+        .meta
+        .advance_log_start(topic.id, 0, 6)
+        .await
+        .expect("advance")
+        .expect("partition");
+    assert_eq!(moved.map(|s| s.log_start_offset).ok(), Some(6));
+    let spans = |entries: Vec<icestream_storage::meta::IndexEntry>| -> Vec<(i64, i64, bool)> {
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e.base_offset,
+                    e.last_offset,
+                    matches!(e.location, Location::Table { .. }),
+                )
+            })
+            .collect()
+    };
+    let compactor = env.compactor("c", std::time::Duration::from_secs(30));
+    compactor.apply_retention(-1).await.expect("retention");
+    let entries = env.meta.index_entries(topic.id, 0, 0, 0).await;
+    assert_eq!(
+        spans(entries.expect("index")),
+        vec![(5, 5, false), (6, 6, false)],
+        "the table's entry below the log start is gone; the unfolded one stays"
+    );
+
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 2);
+    assert_eq!(
+        env.table_rows(&ident).await,
+        7,
+        "the table keeps deleted records"
+    );
+    compactor.apply_retention(-1).await.expect("retention");
+    let entries = env.meta.index_entries(topic.id, 0, 0, 0).await;
+    assert_eq!(spans(entries.expect("index")), vec![(5, 6, true)]);
+    let state = env
+        .meta
+        .partition_state(topic.id, 0)
+        .await
+        .expect("state")
+        .expect("partition");
+    assert_eq!(state.log_start_offset, 6);
+}

@@ -283,3 +283,88 @@ def test_message_format_version_is_accepted_as_kafka_3_does(broker):
         admin.alter_configs([bad])[bad].result(timeout=10)
     acked, errors = produce(broker.bootstrap, "old-format", make_records(10, 1))
     assert not errors and len(acked) == 10
+
+
+def test_delete_records_moves_the_log_start_and_the_table_keeps_its_rows(make_broker):
+    """DeleteRecords through confluent-kafka's AdminClient (as Kafka Streams purges its
+    repartition topics): the low watermark moves, consumers and ListOffsets start there,
+    an offset past the high watermark is refused, -1 means the high watermark, and the
+    table still holds every row (as under retention)."""
+    from confluent_kafka import KafkaException, OFFSET_END
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    from tables import sql_catalog, wait_for_rows
+
+    broker = make_broker({"compaction_interval_ms": 300})
+    topic = "purge"
+    create_topic(broker.bootstrap, topic, 2)
+    records = make_records(400, 2, seed=48)
+    acked, errors = produce(broker.bootstrap, topic, records)
+    assert not errors and len(acked) == 400
+    ends = {p: 1 + max(o for (q, o) in acked if q == p) for p in range(2)}
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    deleted = admin.delete_records([TopicPartition(topic, 0, 150)])
+    [(tp, fut)] = deleted.items()
+    assert fut.result(timeout=10).low_watermark == 150
+    earliest = admin.list_offsets({TopicPartition(topic, 0): OffsetSpec.earliest()})
+    assert list(earliest.values())[0].result(timeout=10).offset == 150
+
+    consumed = consume(broker.bootstrap, topic, 2, 400 - 150)
+    assert min(o for (p, o) in consumed if p == 0) == 150
+    assert {k for k in consumed if k[0] == 0} == {(0, o) for o in range(150, ends[0])}
+    assert {k for k in consumed if k[0] == 1} == {(1, o) for o in range(ends[1])}
+
+    # Reading below the log start is out of range: the consumer resets to it.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "purge-reader",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 10)])
+    first = None
+    deadline = time.time() + 30
+    while first is None and time.time() < deadline:
+        for m in c.consume(10, timeout=0.5):
+            assert not m.error(), m.error()
+            first = m.offset() if first is None else first
+    c.close()
+    assert first == 150
+
+    # Never backwards; past the high watermark is OFFSET_OUT_OF_RANGE; -1 is the end.
+    back = admin.delete_records([TopicPartition(topic, 0, 20)])
+    assert list(back.values())[0].result(timeout=10).low_watermark == 150
+    past = admin.delete_records([TopicPartition(topic, 1, ends[1] + 5)])
+    with pytest.raises(KafkaException, match="OFFSET_OUT_OF_RANGE|out of range"):
+        list(past.values())[0].result(timeout=10)
+    everything = admin.delete_records([TopicPartition(topic, 1, OFFSET_END)])
+    assert list(everything.values())[0].result(timeout=10).low_watermark == ends[1]
+    unknown = admin.delete_records([TopicPartition("no-such-topic", 0, 1)])
+    with pytest.raises(KafkaException):
+        list(unknown.values())[0].result(timeout=10)
+
+    # The table keeps every row, and new records still arrive after the purge.
+    more, errors = produce(broker.bootstrap, topic, make_records(20, 2, seed=49))
+    assert not errors
+    table = wait_for_rows(sql_catalog(broker), topic, 420)
+    assert set(acked) | set(more) == set(table)
+
+
+def test_authorized_operations_without_an_authorizer(broker):
+    """KIP-430 with no authorizer: every operation Kafka defines for the resource type is
+    allowed, and is reported as such (librdkafka's 0081 checks these sets)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient
+
+    create_topic(broker.bootstrap, "ops", 1)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = admin.describe_topics(TopicCollection(["ops"]), include_authorized_operations=True)
+    assert set(topic["ops"].result(timeout=10).authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE,
+        AclOperation.DELETE, AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS}
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+    assert set(cluster.authorized_operations) == {
+        AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER,
+        AclOperation.DESCRIBE}
+    # Not asked for: not computed.
+    plain = admin.describe_cluster().result(timeout=10)
+    assert plain.authorized_operations is None or not plain.authorized_operations

@@ -317,6 +317,31 @@ def test_acls_through_kafka_pythons_admin_api(secure):
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes(errors), errors
     _, errors = consume(bob, "payments", 1, group="watchers", timeout=10)
     assert KafkaError.GROUP_AUTHORIZATION_FAILED in codes(errors), errors
+    # KIP-430: what each may do, as the authorizer answers (READ implies DESCRIBE).
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation
+
+    def topic_ops(conf, name):
+        client = AdminClient(conf)
+        described = client.describe_topics(TopicCollection([name]),
+                                           include_authorized_operations=True)
+        return set(described[name].result(timeout=15).authorized_operations)
+
+    def cluster(conf):
+        client = AdminClient(conf)
+        described = client.describe_cluster(include_authorized_operations=True)
+        return described.result(timeout=15).authorized_operations
+
+    assert topic_ops(bob, "payments") == {AclOperation.READ, AclOperation.DESCRIBE}
+    assert topic_ops(alice, "orders-eu") == {AclOperation.WRITE, AclOperation.DESCRIBE}
+    assert len(topic_ops(admin_conf, "payments")) == 8, "the super user may do everything"
+    assert not cluster(bob)
+    assert set(cluster(admin_conf)) >= {AclOperation.ALTER, AclOperation.CREATE,
+                                        AclOperation.DESCRIBE, AclOperation.IDEMPOTENT_WRITE}
+    bob_client = AdminClient(bob)
+    group = bob_client.describe_consumer_groups(
+        ["billing"], include_authorized_operations=True)["billing"].result(timeout=15)
+    assert set(group.authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE}
     # kafka-python raises the matching exceptions.
     kp = dict(bootstrap_servers=f"127.0.0.1:{secure.ports.sasl_ssl}", security_protocol="SASL_SSL",
               sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=BOB[0],

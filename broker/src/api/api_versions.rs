@@ -26,6 +26,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 2, 4),
     (ApiKey::DescribeConfigs, 1, 1, 4),
     (ApiKey::CreatePartitions, 0, 0, 3),
+    (ApiKey::DeleteRecords, 0, 0, 2),
     (ApiKey::DescribeCluster, 0, 0, 2),
     (ApiKey::JoinGroup, 0, 0, 9),
     (ApiKey::SyncGroup, 0, 0, 5),

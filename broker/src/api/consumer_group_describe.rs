@@ -40,7 +40,11 @@ pub async fn handle(
     for id in req.group_ids {
         let d = DescribedGroup::default()
             .with_group_id(id.clone())
-            .with_authorized_operations(i32::MIN);
+            .with_authorized_operations(if req.include_authorized_operations {
+                ctx.authorized_operations(broker, resource::GROUP, &id.0)
+            } else {
+                i32::MIN
+            });
         if !ctx.allowed(broker, op::DESCRIBE, resource::GROUP, &id.0) {
             groups.push(d.with_error_code(ResponseError::GroupAuthorizationFailed.code()));
             continue;

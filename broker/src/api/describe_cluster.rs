@@ -7,16 +7,22 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::security::acl::{self, resource};
 
 pub fn handle(
     broker: &Broker,
     ctx: &Context,
-    _req: DescribeClusterRequest,
+    req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let operations = if req.include_cluster_authorized_operations {
+        ctx.authorized_operations(broker, resource::CLUSTER, acl::CLUSTER_NAME)
+    } else {
+        i32::MIN
+    };
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.cluster.controller()))
-        .with_cluster_authorized_operations(i32::MIN)
+        .with_cluster_authorized_operations(operations)
         .with_brokers(
             broker
                 .cluster

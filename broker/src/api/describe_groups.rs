@@ -19,7 +19,11 @@ pub async fn handle(
     for id in req.groups {
         let mut g = DescribedGroup::default().with_group_id(id.clone());
         if ctx.version >= 3 {
-            g = g.with_authorized_operations(i32::MIN);
+            g = g.with_authorized_operations(if req.include_authorized_operations {
+                ctx.authorized_operations(broker, resource::GROUP, &id.0)
+            } else {
+                i32::MIN
+            });
         }
         if !ctx.allowed(broker, op::DESCRIBE, resource::GROUP, &id.0) {
             groups.push(

@@ -101,7 +101,21 @@ pub async fn handle(broker: &Broker, ctx: &Context, req: MetadataRequest) -> Met
         response = response.with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())));
     }
     if (8..=10).contains(&ctx.version) {
-        response = response.with_cluster_authorized_operations(OPERATIONS_OMITTED);
+        response = response.with_cluster_authorized_operations(
+            if req.include_cluster_authorized_operations {
+                ctx.authorized_operations(broker, resource::CLUSTER, acl::CLUSTER_NAME)
+            } else {
+                OPERATIONS_OMITTED
+            },
+        );
+    }
+    if ctx.version >= 8 && req.include_topic_authorized_operations {
+        for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    ctx.authorized_operations(broker, resource::TOPIC, &name.0);
+            }
+        }
     }
     response
 }

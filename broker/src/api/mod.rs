@@ -12,6 +12,7 @@ mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -119,6 +120,26 @@ impl Context {
             tracing::debug!(principal = %self.principal, host = %self.host, operation, resource_type, name, api = ?self.api, "not authorized");
         }
         ok
+    }
+}
+
+impl Context {
+    /// KIP-430: the operations the caller may perform on a resource, as a bit field (bit
+    /// n for operation code n), among those Kafka defines for the resource type. Asking
+    /// is not a refusal: nothing is counted or logged.
+    pub fn authorized_operations(&self, broker: &Broker, resource_type: i8, name: &str) -> i32 {
+        crate::security::acl::supported_operations(resource_type)
+            .iter()
+            .filter(|&&o| {
+                broker.security.authorizer.authorize(
+                    &self.principal,
+                    &self.host,
+                    o,
+                    resource_type,
+                    name,
+                )
+            })
+            .fold(0, |bits, &o| bits | (1 << o))
     }
 }
 
@@ -298,6 +319,9 @@ pub async fn dispatch(
         }),
         RequestKind::DeleteGroups(req) => respond(ctx.clone(), async move {
             ResponseKind::DeleteGroups(delete_groups::handle(&b, &ctx, req).await)
+        }),
+        RequestKind::DeleteRecords(req) => respond(ctx.clone(), async move {
+            ResponseKind::DeleteRecords(delete_records::handle(&b, &ctx, req).await)
         }),
         RequestKind::OffsetDelete(req) => respond(ctx.clone(), async move {
             ResponseKind::OffsetDelete(offset_delete::handle(&b, req).await)

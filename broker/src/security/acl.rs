@@ -51,6 +51,35 @@ pub mod permission {
     pub const ALLOW: i8 = 3;
 }
 
+/// The operations Kafka defines for a resource type (`AclEntry.supportedOperations`),
+/// the ones KIP-430's authorized-operations fields report on.
+pub fn supported_operations(resource_type: i8) -> &'static [i8] {
+    match resource_type {
+        resource::TOPIC => &[
+            op::READ,
+            op::WRITE,
+            op::CREATE,
+            op::DESCRIBE,
+            op::DELETE,
+            op::ALTER,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+        ],
+        resource::GROUP => &[op::READ, op::DESCRIBE, op::DELETE],
+        resource::CLUSTER => &[
+            op::CREATE,
+            op::CLUSTER_ACTION,
+            op::DESCRIBE_CONFIGS,
+            op::ALTER_CONFIGS,
+            op::IDEMPOTENT_WRITE,
+            op::ALTER,
+            op::DESCRIBE,
+        ],
+        resource::TRANSACTIONAL_ID => &[op::DESCRIBE, op::WRITE],
+        _ => &[],
+    }
+}
+
 /// The name of the one cluster resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
 /// Matches every name in a literal binding.

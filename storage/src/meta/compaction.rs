@@ -439,10 +439,12 @@ impl MetaStore {
             .await
     }
 
-    /// Advances a partition's log start to `new_start` (never past the high watermark),
-    /// removing index entries that end before it and releasing their segments. Returns the
-    /// new partition state. Entries straddling `new_start` stay (the log start may point
-    /// inside an entry, as in Kafka).
+    /// Removes a partition's index entries that end before `new_start` (never past the
+    /// high watermark), releasing their segments, and advances the log start to
+    /// `new_start` if it is behind. Returns the new partition state. Entries straddling
+    /// `new_start` stay (the log start may point inside an entry, as in Kafka); a
+    /// `new_start` below the log start only removes entries (those DeleteRecords left
+    /// below it until the table held their rows).
     pub async fn trim_log(
         &self,
         topic_id: Uuid,
@@ -459,12 +461,12 @@ impl MetaStore {
                     };
                     let mut state = PartitionState::decode(&v)?;
                     let target = new_start.min(state.high_watermark);
-                    if target <= state.log_start_offset {
-                        return Ok(Some(state));
-                    }
                     let begin = keys::index_prefix(topic_id, partition);
                     let stop = keys::index(topic_id, partition, target);
                     let rows = tx.get_range(&begin, &stop, 0, false).await?;
+                    if rows.is_empty() && target <= state.log_start_offset {
+                        return Ok(Some(state));
+                    }
                     let mut removed = Vec::with_capacity(rows.len());
                     for (k, v) in &rows {
                         let e =
@@ -479,9 +481,41 @@ impl MetaStore {
                         &keys::aborted_prefix(topic_id, partition),
                         &keys::aborted(topic_id, partition, target),
                     );
-                    state.log_start_offset = target;
+                    state.log_start_offset = state.log_start_offset.max(target);
                     tx.set(&pkey, &state.encode());
                     Ok(Some(state))
+                })
+            })
+            .await
+    }
+
+    /// DeleteRecords: moves a partition's log start forward to `offset`, which must not be
+    /// past the high watermark. Index entries stay (the compactor still folds their rows
+    /// into the table); `trim_log` removes them once the table holds them. Returns the
+    /// partition state after the move, or `Err(state)` (unchanged) when `offset` is past
+    /// its high watermark; `None` if the partition does not exist.
+    pub async fn advance_log_start(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<std::result::Result<PartitionState, PartitionState>>> {
+        self.kv
+            .transact(|tx| {
+                Box::pin(async move {
+                    let pkey = keys::partition(topic_id, partition);
+                    let Some(v) = tx.get(&pkey).await? else {
+                        return Ok(None);
+                    };
+                    let mut state = PartitionState::decode(&v)?;
+                    if offset > state.high_watermark {
+                        return Ok(Some(Err(state)));
+                    }
+                    if offset > state.log_start_offset {
+                        state.log_start_offset = offset;
+                        tx.set(&pkey, &state.encode());
+                    }
+                    Ok(Some(Ok(state)))
                 })
             })
             .await

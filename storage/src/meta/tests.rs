@@ -666,6 +666,34 @@ pub(super) async fn swap_replaces_wal_entries_and_releases_segments(
     assert_eq!(state.log_start_offset, 17);
     let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
     assert_eq!(entries[0].base_offset, 15);
+
+    // DeleteRecords: the log start moves, never past the high watermark, never back; the
+    // entries stay until a trim below the log start (the table holds their rows) removes
+    // them.
+    let refused = meta.advance_log_start(t.id, 0, 31).await.expect("advance");
+    assert!(matches!(refused, Some(Err(s)) if s.log_start_offset == 17 && s.high_watermark == 30));
+    let moved = meta.advance_log_start(t.id, 0, 25).await.expect("advance");
+    assert!(matches!(moved, Some(Ok(s)) if s.log_start_offset == 25));
+    let kept = meta.advance_log_start(t.id, 0, 20).await.expect("advance");
+    assert!(matches!(kept, Some(Ok(s)) if s.log_start_offset == 25));
+    assert!(meta
+        .advance_log_start(t.id, 7, 1)
+        .await
+        .expect("advance")
+        .is_none());
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    assert_eq!(entries.len(), 2, "entries stay until the table holds them");
+    let state = meta
+        .trim_log(t.id, 0, 20)
+        .await
+        .expect("trim")
+        .expect("state");
+    assert_eq!(
+        state.log_start_offset, 25,
+        "a trim below the log start keeps it"
+    );
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    assert_eq!(entries[0].base_offset, 20);
     assert!(
         meta.trim_log(t.id, 0, 1000)
             .await
