@@ -270,6 +270,22 @@ impl Group {
         self.initial_limit.is_none() && self.members.values().all(|m| m.join_waiter.is_some())
     }
 
+    /// Removes the members whose session lapsed (those parked in a JoinGroup are waiting
+    /// on the group, not silent); whether any was.
+    fn expire_sessions(&mut self, now: Instant, config: &GroupConfig) -> bool {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && now > m.last_heartbeat + m.session_timeout)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(group = %self.id, member = %id, "group.session_expired");
+            self.remove_member(id, config);
+        }
+        !expired.is_empty()
+    }
+
     /// Whether a request naming this static instance comes from a member id the instance
     /// no longer has (a newer incarnation took its place): Kafka's FENCED_INSTANCE_ID.
     fn fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
@@ -905,7 +921,11 @@ impl Coordinator {
 
     pub async fn view(&self, group_id: &str) -> Result<Option<GroupView>, MetaError> {
         match self.existing(group_id).await? {
-            Some(g) => Ok(Some(g.lock().await.view())),
+            Some(g) => {
+                let mut g = g.lock().await;
+                g.expire_sessions(Instant::now(), &self.config);
+                Ok(Some(g.view()))
+            }
             None => Ok(None),
         }
     }
@@ -946,6 +966,9 @@ impl Coordinator {
         };
         if let Some(g) = &group {
             let mut g = g.lock().await;
+            // A session that lapsed since the last timer tick ends now, not up to a tick
+            // later: a group whose members all went silent is empty on time.
+            g.expire_sessions(Instant::now(), &self.config);
             if !g.members.is_empty() {
                 return Err(ResponseError::NonEmptyGroup);
             }
@@ -1003,20 +1026,7 @@ impl Coordinator {
             for group in groups {
                 let mut g = group.lock().await;
                 let now = Instant::now();
-                let expired: Vec<String> = g
-                    .members
-                    .values()
-                    .filter(|m| {
-                        m.join_waiter.is_none() && now > m.last_heartbeat + m.session_timeout
-                    })
-                    .map(|m| m.id.clone())
-                    .collect();
-                let mut changed = false;
-                for id in expired {
-                    tracing::info!(group = %g.id, member = %id, "group.session_expired");
-                    g.remove_member(&id, &self.config);
-                    changed = true;
-                }
+                let mut changed = g.expire_sessions(now, &self.config);
                 if g.deadline.is_some_and(|d| now >= d) {
                     match g.state {
                         State::PreparingRebalance => g.complete_join(),
@@ -1088,15 +1098,19 @@ mod tests {
     use kafka_protocol::messages::GroupId;
 
     async fn coordinator() -> (Arc<Coordinator>, tempfile::TempDir) {
+        coordinator_with(GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..GroupConfig::default()
+        })
+        .await
+    }
+
+    async fn coordinator_with(config: GroupConfig) -> (Arc<Coordinator>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let kv = icestream_storage::kv::open("embedded", dir.path())
             .await
             .expect("kv");
         let meta = MetaStore::new(kv, Arc::new(icestream_storage::SystemClock));
-        let config = GroupConfig {
-            initial_rebalance_delay: Duration::ZERO,
-            ..GroupConfig::default()
-        };
         let c = Arc::new(Coordinator::new(meta, config));
         tokio::spawn(c.clone().run_timers(CancellationToken::new()));
         (c, dir)
@@ -1105,7 +1119,7 @@ mod tests {
     fn join_request(member: &str, instance: &str, owned: &[u8]) -> JoinGroupRequest {
         JoinGroupRequest::default()
             .with_group_id(GroupId(s("g")))
-            .with_session_timeout_ms(10_000)
+            .with_session_timeout_ms(6_000)
             .with_rebalance_timeout_ms(10_000)
             .with_member_id(s(member))
             .with_group_instance_id(Some(s(instance)))
@@ -1199,5 +1213,35 @@ mod tests {
                 Err(ResponseError::FencedInstanceId)
             );
         }
+    }
+
+    /// Static members that close do not leave; once their session lapses the group is
+    /// empty and DeleteGroups succeeds at once, not a timer tick later (librdkafka's 0081
+    /// deletes such groups exactly one session after closing them).
+    #[tokio::test]
+    async fn a_lapsed_session_empties_the_group_on_time() {
+        let (c, _dir) = coordinator_with(GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            min_session_timeout_ms: 100,
+            ..GroupConfig::default()
+        })
+        .await;
+        let joined = c
+            .join(
+                join_request("", "a", b"").with_session_timeout_ms(300),
+                7,
+                client(),
+            )
+            .await;
+        assert_eq!(joined.error_code, 0);
+        let member = joined.member_id.to_string();
+        let assignment = [(member.as_str(), "all")];
+        let synced = c
+            .sync(sync_request(&member, joined.generation_id, &assignment), 5)
+            .await;
+        assert_eq!(synced.error_code, 0);
+        assert_eq!(c.delete("g").await, Err(ResponseError::NonEmptyGroup));
+        tokio::time::sleep(Duration::from_millis(310)).await;
+        assert_eq!(c.delete("g").await, Ok(()));
     }
 }
