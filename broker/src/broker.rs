@@ -81,6 +81,8 @@ pub struct Broker {
     pub transactions: Arc<crate::txn::Transactions>,
     pub registry: Arc<crate::registry::Registry>,
     pub security: Arc<crate::security::Security>,
+    /// The cluster's dynamic broker configs (AlterConfigs on the broker resource).
+    pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
 }
 
 /// Background tasks to wait for at shutdown.
@@ -255,11 +257,18 @@ impl Broker {
         if security.authorizer.enabled {
             tokio::spawn(security.authorizer.clone().run(
                 std::time::Duration::from_millis(settings.metadata_refresh_ms.max(10)),
-                shutdown_for_txns,
+                shutdown_for_txns.clone(),
             ));
         }
+        let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::new(meta.clone()));
+        dynamic.reload().await?;
+        tokio::spawn(dynamic.clone().run(
+            std::time::Duration::from_millis(settings.metadata_refresh_ms.max(10)),
+            shutdown_for_txns.clone(),
+        ));
         let registry = Arc::new(crate::registry::Registry::new(meta.clone()));
         let broker = Arc::new(Self {
+            dynamic,
             security,
             registry,
             transactions,

@@ -67,7 +67,9 @@ pub fn validation(e: &ValidationError) -> ResponseError {
         | ValidationError::Corrupt { .. }
         | ValidationError::RecordCount { .. }
         | ValidationError::LastOffsetDelta { .. } => ResponseError::CorruptMessage,
-        ValidationError::LogAppendTimeFromProducer => ResponseError::InvalidTimestamp,
+        ValidationError::LogAppendTimeFromProducer | ValidationError::Timestamp { .. } => {
+            ResponseError::InvalidTimestamp
+        }
         ValidationError::OffsetDelta { .. }
         | ValidationError::NullHeaderKey { .. }
         | ValidationError::MissingKey { .. }

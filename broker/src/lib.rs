@@ -9,6 +9,7 @@ pub mod admin_http;
 pub mod api;
 pub mod appender;
 pub mod broker;
+pub mod broker_configs;
 mod cache;
 pub mod cluster;
 pub mod compaction;

@@ -105,6 +105,11 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         numeric: true,
     },
     ConfigDef {
+        name: "message.timestamp.difference.max.ms",
+        default: "9223372036854775807",
+        numeric: true,
+    },
+    ConfigDef {
         name: "min.cleanable.dirty.ratio",
         default: "0.5",
         numeric: false,

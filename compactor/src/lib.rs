@@ -364,6 +364,11 @@ impl Compactor {
     /// below a log start, once the table holds their rows.
     pub async fn apply_retention(&self, broker_retention_ms: i64) -> Result<(), CompactError> {
         let now = self.meta.now_ms();
+        // The cluster's dynamic broker configs override the settings' defaults.
+        let dynamic = self.meta.broker_configs().await?;
+        let dynamic_long = |name: &str| dynamic.get(name).and_then(|v| v.parse::<i64>().ok());
+        let broker_retention_ms = dynamic_long("log.retention.ms").unwrap_or(broker_retention_ms);
+        let broker_retention_bytes = dynamic_long("log.retention.bytes").unwrap_or(-1);
         for topic in self.meta.topics().await? {
             let retention_ms = topic
                 .configs
@@ -374,7 +379,7 @@ impl Compactor {
                 .configs
                 .get("retention.bytes")
                 .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(-1);
+                .unwrap_or(broker_retention_bytes);
             let retained = retention_ms >= 0 || retention_bytes >= 0;
             // What the table holds, per partition; loaded when first needed.
             let mut committed: Option<std::collections::BTreeMap<i32, i64>> = None;

@@ -51,6 +51,15 @@ pub enum ValidationError {
     Control,
     #[error("transactional batch without a producer id")]
     Transactional,
+    #[error(
+        "record {index}: timestamp {timestamp} is out of range; the topic accepts [{low}, {high}]"
+    )]
+    Timestamp {
+        index: i32,
+        timestamp: i64,
+        low: i64,
+        high: i64,
+    },
 }
 
 impl ValidationError {
@@ -60,7 +69,8 @@ impl ValidationError {
             Self::Corrupt { index, .. }
             | Self::OffsetDelta { index, .. }
             | Self::NullHeaderKey { index }
-            | Self::MissingKey { index } => Some(*index),
+            | Self::MissingKey { index }
+            | Self::Timestamp { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -73,6 +83,27 @@ pub struct Policy {
     pub require_keys: bool,
     /// The broker stamps the batch (`message.timestamp.type=LogAppendTime`).
     pub log_append_time: bool,
+    /// Create times must lie in this window (`message.timestamp.before.max.ms` /
+    /// `after.max.ms` around the broker's clock); records without a timestamp pass.
+    pub timestamps: Option<TimestampWindow>,
+}
+
+/// The create times a topic accepts: `[now - before_max_ms, now + after_max_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampWindow {
+    pub now_ms: i64,
+    pub before_max_ms: i64,
+    pub after_max_ms: i64,
+}
+
+impl TimestampWindow {
+    fn low(&self) -> i64 {
+        self.now_ms.saturating_sub(self.before_max_ms)
+    }
+
+    fn high(&self) -> i64 {
+        self.now_ms.saturating_add(self.after_max_ms)
+    }
 }
 
 /// What the records of a valid batch say.
@@ -170,8 +201,18 @@ pub fn validate(
             return Err(corrupt("record length does not match its fields"));
         }
         if header.base_timestamp != NO_TIMESTAMP {
-            max_timestamp =
-                max_timestamp.max(header.base_timestamp.saturating_add(timestamp_delta));
+            let timestamp = header.base_timestamp.saturating_add(timestamp_delta);
+            max_timestamp = max_timestamp.max(timestamp);
+            if let Some(w) = policy.timestamps {
+                if timestamp != NO_TIMESTAMP && (timestamp < w.low() || timestamp > w.high()) {
+                    return Err(ValidationError::Timestamp {
+                        index: i,
+                        timestamp,
+                        low: w.low(),
+                        high: w.high(),
+                    });
+                }
+            }
         }
         index += 1;
     }
@@ -441,6 +482,36 @@ mod tests {
             .expect("crc");
         let rows = crate::records::decode_batch(&b2, 0).expect("decode");
         assert_eq!(rows[0].timestamp, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn create_times_outside_the_window_are_refused_with_their_record() {
+        let now = 1_700_000_000_000;
+        let policy = Policy {
+            timestamps: Some(TimestampWindow {
+                now_ms: now,
+                before_max_ms: 60_000,
+                after_max_ms: 1_000,
+            }),
+            ..Policy::default()
+        };
+        let mut r0 = record(0, b"a");
+        r0.timestamp = now - 59_000;
+        let mut r1 = record(1, b"b");
+        r1.timestamp = now + 500;
+        let (h, b) = one(&[r0.clone(), r1.clone()], Compression::Lz4);
+        validate(&h, &b, policy).expect("inside the window");
+        let mut late = record(2, b"c");
+        late.timestamp = now - 61_000;
+        let (h, b) = one(&[r0.clone(), r1.clone(), late], Compression::None);
+        let e = validate(&h, &b, policy).expect_err("too old");
+        assert_eq!(e.record(), Some(2));
+        let mut early = record(1, b"d");
+        early.timestamp = now + 2_000;
+        let (h, b) = one(&[r0, early], Compression::Snappy);
+        let e = validate(&h, &b, policy).expect_err("from the future");
+        assert_eq!(e.record(), Some(1));
+        assert!(e.to_string().contains("out of range"), "{e}");
     }
 
     #[test]

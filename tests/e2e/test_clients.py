@@ -368,3 +368,123 @@ def test_authorized_operations_without_an_authorizer(broker):
     # Not asked for: not computed.
     plain = admin.describe_cluster().result(timeout=10)
     assert plain.authorized_operations is None or not plain.authorized_operations
+
+
+def test_timestamp_bounds_and_log_append_time(make_broker):
+    """`message.timestamp.before.max.ms` / `after.max.ms` (and the deprecated
+    `difference.max.ms`) refuse create times outside the window with INVALID_TIMESTAMP and
+    store nothing of the refused batch; a LogAppendTime topic carries the broker's time to
+    consumers and into the table's `timestamp` column."""
+    from confluent_kafka import KafkaError
+
+    from tables import sql_catalog, wait_for_rows
+
+    broker = make_broker({"compaction_interval_ms": 300})
+    create_topic(broker.bootstrap, "bounded", 1, {"message.timestamp.before.max.ms": "3600000",
+                                                 "message.timestamp.after.max.ms": "60000"})
+    create_topic(broker.bootstrap, "bounded-old-style", 1,
+                 {"message.timestamp.difference.max.ms": "60000"})
+    now = int(time.time() * 1000)
+
+    def one(topic, ts):
+        rec = {"key": b"k", "value": str(ts).encode(), "partition": 0, "headers": None,
+               "timestamp": ts}
+        acked, errors = produce(broker.bootstrap, topic, [rec], **{"enable.idempotence": False})
+        return [e.code() for e in errors] or list(acked)
+
+    assert one("bounded", now) == [(0, 0)]
+    assert one("bounded", now - 1_800_000) == [(0, 1)], "half an hour ago is inside"
+    assert one("bounded", now - 7_200_000) == [KafkaError.INVALID_TIMESTAMP]
+    assert one("bounded", now + 600_000) == [KafkaError.INVALID_TIMESTAMP]
+    assert one("bounded", now + 1_000) == [(0, 2)]
+    assert one("bounded-old-style", now - 120_000) == [KafkaError.INVALID_TIMESTAMP]
+    assert one("bounded-old-style", now - 30_000) == [(0, 0)]
+    got = consume(broker.bootstrap, "bounded", 1, 3)
+    assert sorted(got) == [(0, 0), (0, 1), (0, 2)], "nothing of a refused batch is stored"
+
+    create_topic(broker.bootstrap, "appended", 1, {"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    assert one("appended", 1_000_000_000_000) == [(0, 0)], "any create time is accepted"
+    after = int(time.time() * 1000)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "appended"})
+    c.assign([TopicPartition("appended", 0, 0)])
+    stamped = None
+    deadline = time.time() + 30
+    while stamped is None and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            stamped = m.timestamp()
+    c.close()
+    assert stamped is not None and stamped[0] == 2, "TIMESTAMP_LOG_APPEND_TIME"
+    assert before <= stamped[1] <= after
+    rows = wait_for_rows(sql_catalog(broker), "appended", 1)
+    assert rows[(0, 0)][3] == stamped[1], "the table holds the broker's time"
+
+
+def test_dynamic_broker_configs_apply_cluster_wide(make_broker):
+    """AlterConfigs / IncrementalAlterConfigs on the broker resource: message.max.bytes
+    and log.retention.ms take effect at once, DescribeConfigs shows them as dynamic
+    cluster defaults, a config icestream cannot change is refused with INVALID_CONFIG
+    (and nothing of that resource is applied); kafka-python's legacy AlterConfigs too."""
+    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ListOffsetsResultInfo, OffsetSpec)
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource as KpResource, ConfigResourceType
+
+    from tables import sql_catalog, wait_for_rows
+
+    broker = make_broker({"compaction_interval_ms": 200})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    create_topic(broker.bootstrap, "big", 1)
+
+    def send_big():
+        p = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 3_000_000,
+                      "enable.idempotence": False, "compression.type": "none"})
+        errors = []
+        p.produce("big", value=bytes(1_500_000), partition=0,
+                  on_delivery=lambda err, msg: errors.append(err))
+        p.flush(30)
+        return errors[0].code() if errors[0] else None
+
+    assert send_big() == KafkaError.MSG_SIZE_TOO_LARGE
+
+    def incremental(*entries, name="0"):
+        resource = ConfigResource("broker", name, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in entries])
+        return admin.incremental_alter_configs([resource])[resource].result(timeout=10)
+
+    # One config icestream cannot change refuses the whole resource, naming it.
+    with pytest.raises(KafkaException, match="num.io.threads") as refused:
+        incremental(("message.max.bytes", "2000000"), ("num.io.threads", "16"))
+    assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert send_big() == KafkaError.MSG_SIZE_TOO_LARGE, "nothing was applied"
+    with pytest.raises(KafkaException):
+        incremental(("log.retention.ms", "-5"))
+
+    incremental(("message.max.bytes", "2000000"), name="0")
+    assert send_big() is None, "the new limit holds at once"
+    described = admin.describe_configs([ConfigResource("broker", "0")])
+    entry = list(described.values())[0].result(timeout=10)["message.max.bytes"]
+    assert entry.value == "2000000"
+    assert entry.source == 5, "DYNAMIC_DEFAULT_BROKER_CONFIG"
+
+    # kafka-python's legacy AlterConfigs replaces the set: message.max.bytes goes back.
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    kp.alter_configs([KpResource(ConfigResourceType.BROKER, "0",
+                                 configs={"sasl.kerberos.min.time.before.relogin": "58000"})],
+                     raise_on_unknown=False, incremental=False)
+    kp.close()
+    assert send_big() == KafkaError.MSG_SIZE_TOO_LARGE
+
+    # log.retention.ms moves the log start once the table holds the rows.
+    acked, _ = produce(broker.bootstrap, "big", make_records(20, 1, seed=50))
+    wait_for_rows(sql_catalog(broker), "big", 20)
+    incremental(("log.retention.ms", "1"))
+    deadline = time.time() + 60
+    earliest = 0
+    while time.time() < deadline and earliest == 0:
+        spec = {TopicPartition("big", 0): OffsetSpec.earliest()}
+        earliest = list(admin.list_offsets(spec).values())[0].result(timeout=10).offset
+        time.sleep(0.5)
+    assert earliest >= 20, "retention applied the dynamic log.retention.ms"

@@ -1,5 +1,6 @@
-//! AlterConfigs (replaces a topic's configs) and IncrementalAlterConfigs (SET, DELETE,
-//! APPEND, SUBTRACT per config). Broker configs are static: changing them is refused.
+//! AlterConfigs (replaces a resource's configs) and IncrementalAlterConfigs (SET, DELETE,
+//! APPEND, SUBTRACT per config), on topics and on the broker resource (the cluster's
+//! dynamic broker configs, see `broker_configs`).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use crate::security::acl::{self, op, resource};
 use crate::topics::{effective_config, validate_config};
 
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 const SET: i8 = 0;
 const DELETE: i8 = 1;
 const APPEND: i8 = 2;
@@ -26,20 +28,70 @@ const SUBTRACT: i8 = 3;
 
 type Outcome = Result<(), (ResponseError, String)>;
 
-/// Applies `changes` (`None` = back to the default) to a topic, after validating them all.
+/// Applies `changes` (`None` = back to the default) to a topic or to the dynamic broker
+/// configs, after validating them all; `replace` drops the broker configs not listed
+/// (legacy AlterConfigs; for topics the caller lists the removals).
 async fn apply(
     broker: &Broker,
     resource_type: i8,
+    name: &str,
+    changes: Vec<(String, Option<String>)>,
+    validate_only: bool,
+    replace: bool,
+) -> Outcome {
+    match resource_type {
+        RESOURCE_TOPIC => apply_topic(broker, name, changes, validate_only).await,
+        RESOURCE_BROKER => apply_broker(broker, name, changes, validate_only, replace).await,
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("configs of resource type {other} cannot be altered"),
+        )),
+    }
+}
+
+/// The dynamic broker configs: cluster-wide, whichever broker (or none, the cluster
+/// default) the resource names.
+async fn apply_broker(
+    broker: &Broker,
+    name: &str,
+    changes: Vec<(String, Option<String>)>,
+    validate_only: bool,
+    replace: bool,
+) -> Outcome {
+    if !name.is_empty() && name.parse::<i32>().is_err() {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("broker resource name must be a broker id or empty, not {name:?}"),
+        ));
+    }
+    for (config, value) in &changes {
+        let checked = match value {
+            Some(v) => {
+                crate::broker_configs::validate(config, v, broker.settings.max_inflight_bytes)
+            }
+            None => crate::broker_configs::check_name(config),
+        };
+        checked.map_err(|m| (ResponseError::InvalidConfig, m))?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let now = broker
+        .meta
+        .alter_broker_configs(&changes, replace)
+        .await
+        .map_err(|e| (errors::meta(&e), e.to_string()))?;
+    tracing::info!(configs = ?now, "broker_configs.altered");
+    broker.dynamic.set(now);
+    Ok(())
+}
+
+async fn apply_topic(
+    broker: &Broker,
     topic: &str,
     changes: Vec<(String, Option<String>)>,
     validate_only: bool,
 ) -> Outcome {
-    if resource_type != RESOURCE_TOPIC {
-        return Err((
-            ResponseError::InvalidRequest,
-            "only topic configs can be altered; broker settings are static (restart with new settings)".into(),
-        ));
-    }
     for (name, value) in &changes {
         if let Some(v) = value {
             validate_config(name, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
@@ -103,10 +155,12 @@ pub async fn incremental(
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let topic = r.resource_name.to_string();
+        let is_broker = r.resource_type == RESOURCE_BROKER;
         let current = match broker.topics.get(&topic).await {
-            Ok(Some(t)) => Some(t),
+            Ok(Some(t)) if !is_broker => Some(t),
             _ => None,
         };
+        let dynamic = broker.dynamic.values();
         let mut changes = Vec::new();
         let mut error = None;
         for c in &r.configs {
@@ -127,8 +181,26 @@ pub async fn incremental(
             match c.config_operation {
                 SET => changes.push((name, value)),
                 DELETE => changes.push((name, None)),
+                APPEND | SUBTRACT if is_broker && !crate::broker_configs::is_list(&name) => {
+                    error = Some((
+                        ResponseError::InvalidConfig,
+                        format!("{name} is not a list: APPEND and SUBTRACT do not apply"),
+                    ));
+                }
                 APPEND | SUBTRACT => {
-                    let mut items = list(&current);
+                    let mut items = if is_broker {
+                        dynamic
+                            .get(&name)
+                            .map(|v| {
+                                v.split(',')
+                                    .map(|s| s.trim().to_string())
+                                    .filter(|s| !s.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    } else {
+                        list(&current)
+                    };
                     for v in value
                         .unwrap_or_default()
                         .split(',')
@@ -156,7 +228,17 @@ pub async fn incremental(
         }
         let outcome = match error.or_else(|| denied(broker, ctx, r.resource_type, &topic)) {
             Some(e) => Err(e),
-            None => apply(broker, r.resource_type, &topic, changes, req.validate_only).await,
+            None => {
+                apply(
+                    broker,
+                    r.resource_type,
+                    &topic,
+                    changes,
+                    req.validate_only,
+                    false,
+                )
+                .await
+            }
         };
         let mut resp = IncrementalResult::default()
             .with_resource_type(r.resource_type)
@@ -181,7 +263,9 @@ pub async fn alter(
         let topic = r.resource_name.to_string();
         // Legacy AlterConfigs replaces the whole set: unlisted configs go back to defaults.
         let mut changes: BTreeMap<String, Option<String>> = match broker.topics.get(&topic).await {
-            Ok(Some(t)) => t.configs.keys().map(|k| (k.clone(), None)).collect(),
+            Ok(Some(t)) if r.resource_type == RESOURCE_TOPIC => {
+                t.configs.keys().map(|k| (k.clone(), None)).collect()
+            }
             _ => BTreeMap::new(),
         };
         for c in &r.configs {
@@ -196,6 +280,7 @@ pub async fn alter(
                     &topic,
                     changes.into_iter().collect(),
                     req.validate_only,
+                    true,
                 )
                 .await
             }

@@ -17,6 +17,7 @@ use crate::topics::TOPIC_CONFIGS;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 5;
 const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
@@ -143,7 +144,7 @@ fn broker_configs(broker: &Broker) -> Vec<Entry> {
         source: SOURCE_STATIC_BROKER,
         config_type,
     };
-    vec![
+    let mut entries = vec![
         e("broker.id", broker.endpoint.node_id.to_string(), TYPE_INT),
         e(
             "auto.create.topics.enable",
@@ -169,8 +170,32 @@ fn broker_configs(broker: &Broker) -> Vec<Entry> {
             "1".into(),
             TYPE_INT,
         ),
-        e("log.retention.ms", "604800000".into(), TYPE_LONG),
+        e(
+            "log.retention.ms",
+            s.log_retention_ms.to_string(),
+            TYPE_LONG,
+        ),
         e("log.retention.bytes", "-1".into(), TYPE_LONG),
         e("log.cleanup.policy", "delete".into(), TYPE_STRING),
-    ]
+    ];
+    // The cluster's dynamic broker configs, as Kafka shows cluster-wide ones.
+    for (name, value) in broker.dynamic.values().iter() {
+        match entries.iter_mut().find(|x| &x.name == name) {
+            Some(x) => {
+                x.value = value.clone();
+                x.source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+            }
+            None => entries.push(Entry {
+                name: name.clone(),
+                value: value.clone(),
+                source: SOURCE_DYNAMIC_DEFAULT_BROKER,
+                config_type: if name.ends_with("relogin") {
+                    TYPE_LONG
+                } else {
+                    TYPE_STRING
+                },
+            }),
+        }
+    }
+    entries
 }

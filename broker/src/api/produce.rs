@@ -17,7 +17,9 @@ use bytes::Bytes;
 use icestream_storage::batch::{batches, BatchHeader};
 use icestream_storage::meta::{TxnPartition, UnitOutcome};
 use icestream_storage::records::decode_batch;
-use icestream_storage::validate::{finalize, validate as storage_validate, Policy};
+use icestream_storage::validate::{
+    finalize, validate as storage_validate, Policy, TimestampWindow,
+};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -109,14 +111,27 @@ pub async fn admit(
                         Slot::Error(ResponseError::UnknownTopicOrPartition, None, Vec::new())
                     }
                     Ok(Some(t)) => {
-                        let max = effective_config(t, "max.message.bytes")
+                        let max = t
+                            .configs
+                            .get("max.message.bytes")
                             .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(broker.settings.message_max_bytes);
+                            .unwrap_or_else(|| {
+                                broker
+                                    .dynamic
+                                    .message_max_bytes()
+                                    .unwrap_or(broker.settings.message_max_bytes)
+                            });
+                        let log_append_time = effective_config(t, "message.timestamp.type")
+                            .is_some_and(|v| v == "LogAppendTime");
                         let policy = Policy {
                             require_keys: effective_config(t, "cleanup.policy")
                                 .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact")),
-                            log_append_time: effective_config(t, "message.timestamp.type")
-                                .is_some_and(|v| v == "LogAppendTime"),
+                            log_append_time,
+                            timestamps: if log_append_time {
+                                None
+                            } else {
+                                timestamp_window(t, now_ms())
+                            },
                         };
                         let append_time = policy.log_append_time.then(now_ms);
                         let schemas = SchemaChecks {
@@ -383,6 +398,31 @@ fn now_ms() -> i64 {
 /// Compressed record bytes of one partition above which validation (decompression, the
 /// record walk) runs on the blocking pool instead of the connection's runtime thread.
 const BLOCKING_VALIDATION_BYTES: usize = 256 * 1024;
+
+/// The create times a CreateTime topic accepts, when it bounds them: Kafka's
+/// `message.timestamp.before.max.ms` / `after.max.ms`, each falling back to the deprecated
+/// `message.timestamp.difference.max.ms` while unset (as in Kafka 3.6+).
+fn timestamp_window(
+    topic: &icestream_storage::meta::TopicMeta,
+    now_ms: i64,
+) -> Option<TimestampWindow> {
+    let bound = |name| {
+        effective_config(topic, name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|v| *v != i64::MAX)
+    };
+    let difference = bound("message.timestamp.difference.max.ms");
+    let before = bound("message.timestamp.before.max.ms").or(difference);
+    let after = bound("message.timestamp.after.max.ms").or(difference);
+    if before.is_none() && after.is_none() {
+        return None;
+    }
+    Some(TimestampWindow {
+        now_ms,
+        before_max_ms: before.unwrap_or(i64::MAX),
+        after_max_ms: after.unwrap_or(i64::MAX),
+    })
+}
 
 /// [`validate`], on the blocking pool for large inputs so that decompressing them does not
 /// stall the other connections served by this runtime thread.
