@@ -24,8 +24,12 @@ use crate::api::{self, ResponseFuture};
 use crate::broker::Broker;
 use crate::security::Session;
 
-/// Responses waiting to be written per connection (Kafka clients pipeline at most a few).
-const MAX_PENDING_RESPONSES: usize = 64;
+/// Requests admitted but not yet answered per connection. Producers pipeline many
+/// requests (librdkafka's default in-flight limit is a million), each waiting for its
+/// segment: with a 25 ms object store PUT, 10 MB/s of small produce requests keep a few
+/// hundred in flight, and a lower cap queues them in the client instead. Their memory is
+/// bounded by the request pool and `max_inflight_bytes`, not by this.
+const MAX_PENDING_RESPONSES: usize = 1024;
 
 /// Request bytes read but not yet decoded and admitted, across every connection of a
 /// listener. A frame waits for its size in permits before it is read.
