@@ -34,6 +34,7 @@ fn default_request(api: ApiKey) -> Option<RequestKind> {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         DescribeConfigs => DescribeConfigsRequest,
         CreatePartitions => CreatePartitionsRequest,
+        DeleteRecords => DeleteRecordsRequest,
         DescribeCluster => DescribeClusterRequest,
         JoinGroup => JoinGroupRequest,
         SyncGroup => SyncGroupRequest,
