@@ -212,14 +212,17 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A Kafka version as `message.format.version` takes it: `0.10.0`, `2.8`, `3.0-IV1`.
+/// A Kafka version as `message.format.version` takes it: `0.10.0`, `0.10.0.0`, `2.8`,
+/// `3.0-IV1`.
 fn is_kafka_version(value: &str) -> bool {
     let (version, iv) = match value.split_once("-IV") {
         Some((v, iv)) => (v, Some(iv)),
         None => (value, None),
     };
+    // Kafka reads the first three segments of a 0.x version and two of later ones, and
+    // ignores the rest ("0.10.0.0" is 0.10.0, "2.8.1" is 2.8).
     let parts: Vec<&str> = version.split('.').collect();
-    (2..=3).contains(&parts.len())
+    (2..=4).contains(&parts.len())
         && parts
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
@@ -413,13 +416,20 @@ mod tests {
     fn configs() {
         assert!(validate_config("retention.ms", "1000").is_ok());
         assert!(validate_config("retention.ms", "soon").is_err());
-        for ok in ["0.10.0", "0.11.0-IV2", "2.8", "3.0-IV1"] {
+        for ok in [
+            "0.10.0",
+            "0.10.0.0",
+            "0.11.0-IV2",
+            "2.8",
+            "2.8.1",
+            "3.0-IV1",
+        ] {
             assert!(
                 validate_config("message.format.version", ok).is_ok(),
                 "{ok}"
             );
         }
-        for bad in ["", "3", "three", "3.0-IV", "3..0", "3.0-beta"] {
+        for bad in ["", "3", "three", "3.0-IV", "3..0", "3.0-beta", "1.2.3.4.5"] {
             assert!(
                 validate_config("message.format.version", bad).is_err(),
                 "{bad}"

@@ -278,6 +278,10 @@ def test_message_format_version_is_accepted_as_kafka_3_does(broker):
     described = admin.describe_configs([ConfigResource("topic", "old-format")])
     configs = list(described.values())[0].result(timeout=10)
     assert configs["message.format.version"].value == "0.11.0-IV2"
+    # librdkafka's 0092 sets four segments, which Kafka reads as 0.10.0.
+    legacy = ConfigResource("topic", "old-format",
+                            set_config={"message.format.version": "0.10.0.0"})
+    admin.alter_configs([legacy])[legacy].result(timeout=10)
     bad = ConfigResource("topic", "old-format", set_config={"message.format.version": "soon"})
     with pytest.raises(Exception, match="message.format.version"):
         admin.alter_configs([bad])[bad].result(timeout=10)
