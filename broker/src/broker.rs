@@ -83,6 +83,8 @@ pub struct Broker {
     pub security: Arc<crate::security::Security>,
     /// The cluster's dynamic broker configs (AlterConfigs on the broker resource).
     pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_sessions::FetchSessions,
 }
 
 /// Background tasks to wait for at shutdown.
@@ -268,6 +270,10 @@ impl Broker {
         ));
         let registry = Arc::new(crate::registry::Registry::new(meta.clone()));
         let broker = Arc::new(Self {
+            fetch_sessions: crate::fetch_sessions::FetchSessions::new(
+                settings.fetch_session_cache_slots,
+                settings.fetch_session_cache_partitions,
+            ),
             dynamic,
             security,
             registry,

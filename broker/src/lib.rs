@@ -16,6 +16,7 @@ pub mod compaction;
 pub mod connection;
 pub mod consumer_groups;
 pub mod errors;
+pub mod fetch_sessions;
 pub mod gc;
 pub mod groups;
 pub mod log;

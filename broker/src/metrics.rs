@@ -79,6 +79,26 @@ counter!(
     "icestream_fetch_bytes_total",
     "record batch bytes served to consumers"
 );
+counter!(
+    FETCH_INCREMENTAL_REQUESTS,
+    "icestream_fetch_incremental_requests_total",
+    "fetch requests served from a fetch session (KIP-227)"
+);
+counter!(
+    FETCH_SESSION_EVICTIONS,
+    "icestream_fetch_session_evictions_total",
+    "fetch sessions evicted to make room for new ones"
+);
+gauge!(
+    FETCH_SESSIONS,
+    "icestream_fetch_sessions",
+    "fetch sessions cached"
+);
+gauge!(
+    FETCH_SESSION_PARTITIONS,
+    "icestream_fetch_session_partitions",
+    "partitions cached in fetch sessions"
+);
 histogram!(
     FETCH_SECONDS,
     "icestream_fetch_latency_seconds",

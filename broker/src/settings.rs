@@ -125,6 +125,11 @@ pub struct Settings {
 
     /// Memory for cached record batch data (bytes).
     pub cache_bytes: usize,
+    /// Incremental fetch sessions (KIP-227) kept at once (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`); 0 turns them off.
+    pub fetch_session_cache_slots: usize,
+    /// Partitions kept in fetch sessions, over all of them.
+    pub fetch_session_cache_partitions: usize,
     /// Age after which a WAL segment nothing points at may be deleted.
     pub segment_grace_ms: u64,
     /// How often the garbage collector runs.
@@ -230,6 +235,8 @@ pub const KEYS: &[&str] = &[
     "queued_max_request_bytes",
     "max_connections",
     "cache_bytes",
+    "fetch_session_cache_slots",
+    "fetch_session_cache_partitions",
     "segment_grace_ms",
     "gc_interval_ms",
     "catalog",
@@ -298,6 +305,8 @@ impl Default for Settings {
             queued_max_request_bytes: 512 * 1024 * 1024,
             max_connections: 10_000,
             cache_bytes: 512 * 1024 * 1024,
+            fetch_session_cache_slots: 1000,
+            fetch_session_cache_partitions: 1_000_000,
             segment_grace_ms: 10 * 60 * 1000,
             gc_interval_ms: 60 * 1000,
             catalog: None,
