@@ -335,3 +335,50 @@ async fn slow_clients_announcing_large_frames_hold_no_memory_beyond_the_pool() {
     assert!(size > 0);
     server.shutdown().await;
 }
+
+/// Every API and version in the `SUPPORTED` table has a handler: an empty request of each
+/// is answered (with whatever error it deserves), never refused as unhandled, which would
+/// close the connection. (SASL requests change what the connection expects next and are
+/// covered by the SASL tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supported_api_and_version_is_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir).await;
+    for &(api, _, min, max) in icestream::api::SUPPORTED {
+        if matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            continue;
+        }
+        let request = match api {
+            // acks=0 (the default) is answered with nothing.
+            ApiKey::Produce => RequestKind::Produce(ProduceRequest::default().with_acks(-1)),
+            _ => default_request(api).expect("every served API is listed"),
+        };
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        for version in min..=max {
+            let mut frame = header(api, version);
+            request.encode(&mut frame, version).expect("encode default");
+            send_frame(&mut stream, &frame).await;
+            let answer = tokio::time::timeout(Duration::from_secs(10), async {
+                let size = stream.read_i32().await?;
+                let mut buf = vec![0u8; size.max(0) as usize];
+                stream.read_exact(&mut buf).await?;
+                Ok::<_, std::io::Error>(Bytes::from(buf))
+            })
+            .await;
+            let mut bytes = match answer {
+                Ok(Ok(bytes)) => bytes,
+                other => panic!("{api:?} v{version} was not answered: {other:?}"),
+            };
+            let header_version = if api == ApiKey::ApiVersions {
+                0
+            } else {
+                api.response_header_version(version)
+            };
+            let header = ResponseHeader::decode(&mut bytes, header_version).expect("header");
+            assert_eq!(header.correlation_id, 1, "{api:?} v{version}");
+            ResponseKind::decode(api, &mut bytes, version)
+                .unwrap_or_else(|e| panic!("{api:?} v{version} response: {e}"));
+        }
+    }
+    server.shutdown().await;
+}
