@@ -196,7 +196,9 @@ impl SettingsArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Colours only on a terminal: logs written to a file or a pipe stay plain text.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -35,3 +35,11 @@ def test_metrics_and_health(make_broker):
     assert metric(text, "icestream_meta_commit_seconds_count") >= 1
     assert metric(text, "icestream_live_brokers") == 1
     assert "icestream_produce_latency_seconds_bucket" in text
+
+
+def test_logs_written_to_a_file_are_plain_text(broker):
+    """The broker's log goes to a file here: no terminal colour codes in it."""
+    create_topic(broker.bootstrap, "plain-logs", 1)
+    log = broker.log()
+    assert "broker.open" in log, log[-2000:]
+    assert "\x1b[" not in log, log[-2000:]
