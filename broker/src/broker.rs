@@ -125,7 +125,7 @@ impl Broker {
             None => Objects::open(&settings.object_store_url())?,
         };
         let cluster_id = meta.cluster_id().await?;
-        let shared = meta.kv().kind() != "embedded";
+        let shared = meta.kv().shared();
         let node_id = match settings.node_id {
             Some(id) => id,
             None if shared => meta.allocate_node_id().await?,

@@ -110,7 +110,7 @@ impl Cluster {
     async fn renew(&self) -> Result<(), MetaError> {
         // The embedded store is exclusive to this process: any registration in it is a
         // previous run's.
-        let takeover = self.meta.kv().kind() == "embedded";
+        let takeover = !self.meta.kv().shared();
         self.meta
             .register_broker(self.record(), self.lease_ms, takeover)
             .await

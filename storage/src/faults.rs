@@ -120,6 +120,10 @@ impl KvStore for FaultyKv {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }
 
 struct FaultyTxn {

@@ -98,6 +98,10 @@ impl KvStore for EmbeddedKv {
     fn kind(&self) -> &'static str {
         "embedded"
     }
+
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 struct EmbeddedTxn {

@@ -108,6 +108,10 @@ impl KvStore for FdbKv {
     fn kind(&self) -> &'static str {
         "foundationdb"
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 struct FdbTxn {

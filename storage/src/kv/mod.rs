@@ -150,6 +150,12 @@ pub trait KvStore: Send + Sync + std::fmt::Debug {
 
     /// A short name for logs and metrics ("embedded", "postgres", "foundationdb").
     fn kind(&self) -> &'static str;
+
+    /// Whether other processes may use the store at the same time (PostgreSQL,
+    /// FoundationDB: brokers share it and take node ids from it). The embedded store is
+    /// locked by the one process that opened it: every broker registration in it is a
+    /// previous run's.
+    fn shared(&self) -> bool;
 }
 
 /// Errors of transaction bodies: [`KvStoreExt::transact`] retries the retryable ones.

@@ -115,6 +115,10 @@ impl KvStore for PostgresKv {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 struct PgTxn {
