@@ -92,24 +92,10 @@ impl MetaStore {
     }
 }
 
+/// Kafka's form: URL-safe base64 of the 16 bytes, unpadded (22 characters).
 fn encode_cluster_id(id: Uuid) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = id.as_bytes();
-    let mut out = String::with_capacity(22);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for &b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(ALPHABET[((acc >> bits) & 0x3f) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (6 - bits)) & 0x3f) as usize] as char);
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
 #[cfg(test)]
@@ -121,5 +107,10 @@ mod tests {
         let id = encode_cluster_id(Uuid::from_u128(0));
         assert_eq!(id, "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(encode_cluster_id(Uuid::new_v4()).len(), 22);
+        // Six bits per character, in the URL-safe alphabet, as Kafka writes them.
+        let id = Uuid::from_u128(0x00108310_5187_2092_8b30_d38f41149351);
+        assert_eq!(encode_cluster_id(id), "ABCDEFGHIJKLMNOPQRSTUQ");
+        let id = Uuid::from_u128(u128::MAX);
+        assert_eq!(encode_cluster_id(id), "_____________________w");
     }
 }
