@@ -3,36 +3,63 @@
 //! on, everything but `/health` asks for a user's password (HTTP basic).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::{Encoder, TextEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::security::HttpAuth;
 
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
+/// Time for a client to send its request head, and for the response to be written.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let (mut stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(_) => continue,
+                Err(e) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(error = %e, "admin endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             },
             _ = shutdown.cancelled() => return,
         };
         let broker = broker.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = vec![0u8; 8192];
             let mut len = 0;
-            while len < buf.len() {
-                match stream.read(&mut buf[len..]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => len += n,
+            let read_head = async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
                 }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+                true
+            };
+            if !matches!(tokio::time::timeout(IO_TIMEOUT, read_head).await, Ok(true)) {
+                return;
             }
             let head = String::from_utf8_lossy(&buf[..len]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
@@ -61,9 +88,12 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
                 "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.write_all(&body).await;
-            let _ = stream.shutdown().await;
+            let write = async {
+                stream.write_all(response.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(IO_TIMEOUT, write).await;
         });
     }
 }

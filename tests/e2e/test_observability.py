@@ -43,3 +43,25 @@ def test_logs_written_to_a_file_are_plain_text(broker):
     log = broker.log()
     assert "broker.open" in log, log[-2000:]
     assert "\x1b[" not in log, log[-2000:]
+
+
+def test_idle_connections_do_not_hold_the_admin_endpoint(make_broker):
+    """100 connections that never send a request (more than the endpoint serves at once)
+    are closed after its 10 s read timeout, and /health answers meanwhile or right after."""
+    import socket
+    import time
+
+    port = free_port()
+    make_broker({"admin_listen": f"127.0.0.1:{port}"})
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    try:
+        started = time.time()
+        # It may wait for the idle connections' timeout: a slot frees after 10 s.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
+            assert r.status == 200 and '"status":"ok"' in r.read().decode()
+        assert time.time() - started < 20
+        idle[0].settimeout(15)
+        assert idle[0].recv(1) == b"", "an idle connection stayed open"
+    finally:
+        for s in idle:
+            s.close()
