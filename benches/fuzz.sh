@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz / libFuzzer, nightly toolchain) of everything
 # icestream parses from untrusted bytes:
-#   request_decode   request header + body of every API and version (kafka-protocol, patched)
+#   request_decode   request header + body of every API and version (kafka-protocol, patched,
+#                    and the pre-0.11 versions icestream decodes itself)
 #   batch_validate   produce-time batch validation and the compactor's record decoding
+#   legacy_convert   message format v0/v1 up- and down-conversion (clients before 0.11)
 #   segment_decode   WAL segment footers and the batches of their chunks
 # Each target starts from the corpus in fuzz/corpus/<target> (real client traffic captured
 # with benches/fuzz/capture.py and clients.py, and WAL segments via seeds.py), runs a fixed
@@ -20,7 +22,7 @@ export CARGO_TARGET_DIR=$CACHE/fuzz-target
 RUNS=${RUNS:-10000000}
 MALLOC_LIMIT_MB=${MALLOC_LIMIT_MB:-512}
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(request_decode batch_validate segment_decode)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(request_decode batch_validate legacy_convert segment_decode)
 
 command -v cargo-fuzz >/dev/null || cargo install -q --locked cargo-fuzz
 cd fuzz

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns a broker's data directory into fuzzing seeds: every WAL segment (segment_decode)
 and every chunk of record batches in them, exactly as producers sent them
-(batch_validate). Request frames come from capture.py.
+(batch_validate), plus message sets of format v0/v1 as kafka-python's legacy builder
+writes them, in every codec (legacy_convert). Request frames come from capture.py.
 
     seeds.py DATA_DIR OUT_DIR
 """
@@ -18,8 +19,21 @@ def write(out_dir, data):
         f.write(data)
 
 
+def message_sets(out_dir):
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder
+    for magic in (0, 1):
+        for codec in (0, 1, 2, 3):  # none, gzip, snappy, lz4
+            b = LegacyRecordBatchBuilder(magic=magic, compression_type=codec, batch_size=1 << 20)
+            for i in range(5):
+                b.append(i, 1_700_000_000_000 + i if magic else None,
+                         None if i == 3 else f"key-{i}".encode(),
+                         None if i == 4 else f"value-{i}".encode() * (i + 1))
+            write(out_dir, bytes(b.build()))
+
+
 def main():
     data_dir, out = sys.argv[1], sys.argv[2]
+    message_sets(os.path.join(out, "legacy_convert"))
     wal = os.path.join(data_dir, "objects", "wal")
     for name in sorted(os.listdir(wal)):
         seg = open(os.path.join(wal, name), "rb").read()

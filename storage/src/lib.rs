@@ -97,6 +97,7 @@ pub mod compression;
 pub mod direct_fs;
 pub mod faults;
 pub mod kv;
+pub mod legacy;
 pub mod meta;
 pub mod metrics;
 pub mod objects;

@@ -113,7 +113,8 @@ pub fn decode_batch(batch: &Bytes, base_offset: i64) -> Result<Vec<Row>, Records
         let timestamp = if header.is_log_append_time() {
             header.max_timestamp
         } else {
-            header.base_timestamp + timestamp_delta
+            // Wrapping, as Java computes deltas: any timestamp survives the round trip.
+            header.base_timestamp.wrapping_add(timestamp_delta)
         };
         rows.push(Row {
             offset: base_offset + offset_delta,
@@ -157,7 +158,7 @@ pub fn encode_batches(rows: &[Row]) -> Result<Bytes, RecordsError> {
             })
             .collect();
         if rows[start..end].iter().any(|r| !r.headers.is_empty()) {
-            encode_with_headers(&mut out, &rows[start..end])?;
+            encode_with_headers(&mut out, &rows[start..end]);
         } else {
             RecordBatchEncoder::encode(
                 &mut out,
@@ -174,9 +175,19 @@ pub fn encode_batches(rows: &[Row]) -> Result<Bytes, RecordsError> {
     Ok(out.freeze())
 }
 
+/// Encodes `rows` (consecutive offsets from the first row's) as one uncompressed v2 batch,
+/// headers and all; nothing for no rows.
+pub fn encode_rows(rows: &[Row]) -> Bytes {
+    let mut out = BytesMut::new();
+    if !rows.is_empty() {
+        encode_with_headers(&mut out, rows);
+    }
+    out.freeze()
+}
+
 /// Encodes one batch by hand when headers are present (repeated header keys must
 /// survive, which `kafka-protocol`'s header map cannot carry).
-fn encode_with_headers(out: &mut BytesMut, rows: &[Row]) -> Result<(), RecordsError> {
+fn encode_with_headers(out: &mut BytesMut, rows: &[Row]) {
     use bytes::BufMut;
     fn put_varint(buf: &mut BytesMut, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -202,7 +213,7 @@ fn encode_with_headers(out: &mut BytesMut, rows: &[Row]) -> Result<(), RecordsEr
     for r in rows {
         let mut rec = BytesMut::new();
         rec.put_i8(0);
-        put_varint(&mut rec, r.timestamp - base_ts);
+        put_varint(&mut rec, r.timestamp.wrapping_sub(base_ts));
         put_varint(&mut rec, r.offset - base_offset);
         put_field(&mut rec, r.key.as_deref());
         put_field(&mut rec, r.value.as_deref());
@@ -232,7 +243,6 @@ fn encode_with_headers(out: &mut BytesMut, rows: &[Row]) -> Result<(), RecordsEr
     out.put_i8(2);
     out.put_u32(crc);
     out.extend_from_slice(&tail);
-    Ok(())
 }
 
 /// An empty v2 batch (no records) spanning offsets `base_offset..=last_offset`, as Kafka's
