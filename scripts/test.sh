@@ -29,6 +29,10 @@ dpkg -s libclang-dev >/dev/null 2>&1 || packages+=(libclang-dev)
 dpkg -s libssl-dev >/dev/null 2>&1 || packages+=(libssl-dev)
 command -v pkg-config >/dev/null || packages+=(pkg-config)
 command -v javac >/dev/null || packages+=(openjdk-17-jdk-headless)  # the Java client and Flink tests
+# Debian's Go clients (sarama 1.22, kafka-go 0.2.1), which speak pre-0.11 protocol versions
+command -v go >/dev/null || packages+=(golang-go)
+dpkg -s golang-github-shopify-sarama-dev >/dev/null 2>&1 || packages+=(golang-github-shopify-sarama-dev)
+dpkg -s golang-github-segmentio-kafka-go-dev >/dev/null 2>&1 || packages+=(golang-github-segmentio-kafka-go-dev)
 if [ ${#packages[@]} -gt 0 ]; then
   log "installing ${packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

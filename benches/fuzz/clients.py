@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives real clients through the capture proxy: librdkafka (confluent-kafka) producers
 with every codec, idempotence, consumers in groups, admin calls; kafka-python and
-aiokafka producers and consumers. Their request frames become the fuzzing corpus.
+aiokafka producers and consumers, and kafka-python pinned to 0.8-0.10 protocol versions.
+Their request frames become the fuzzing corpus.
 
     clients.py BOOTSTRAP
 """
@@ -86,6 +87,29 @@ def kafka_python(bootstrap):
     c.close()
 
 
+def kafka_python_old(bootstrap):
+    """Pre-0.11 protocol versions: Produce v0-v2 with message sets, Fetch v0-v2,
+    ListOffsets v0, OffsetCommit v1-v2."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    for version, codec in (((0, 8, 2), None), ((0, 9), "lz4"), ((0, 10, 0), "gzip")):
+        topic = "corpus-old-" + "-".join(map(str, version))
+        p = KafkaProducer(bootstrap_servers=bootstrap, api_version=version, compression_type=codec)
+        for i in range(20):
+            p.send(topic, key=b"k", value=f"old {version} {i}".encode())
+        p.flush()
+        p.close()
+        c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=version,
+                          group_id=topic + "-group", auto_offset_reset="earliest",
+                          enable_auto_commit=False, consumer_timeout_ms=5000)
+        c.assign([TopicPartition(topic, 0)])
+        for n, _ in enumerate(c):
+            if n >= 19:
+                break
+        c.commit()
+        c.close()
+
+
 async def aiokafka_clients(bootstrap):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -116,5 +140,6 @@ if __name__ == "__main__":
     bootstrap = sys.argv[1]
     librdkafka(bootstrap)
     kafka_python(bootstrap)
+    kafka_python_old(bootstrap)
     asyncio.run(aiokafka_clients(bootstrap))
     print("clients done")

@@ -294,6 +294,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// arrival order within it) and starts its PUT.
 fn start_flush(pending: Vec<Pending>, objects: &Objects, in_flight: &Arc<InFlight>) -> Flushed {
     let segment = Uuid::now_v7();
+    // Batches whose records carry no timestamp (message format v0) are indexed at their
+    // append time, as Kafka's segments fall back to their modification time: retention
+    // and time lookups then see them as written now, not as written in 1970.
+    let appended_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let created_ms = segment
         .get_timestamp()
         .map(|t| {
@@ -350,7 +356,11 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects, in_flight: &Arc<InFligh
                     position,
                     length: bytes.len() as u32,
                     offset_span: header.offset_span() as u32,
-                    max_timestamp: header.max_timestamp,
+                    max_timestamp: if header.max_timestamp < 0 && !header.is_control() {
+                        appended_at
+                    } else {
+                        header.max_timestamp
+                    },
                     producer: header.has_producer_id().then_some(ProducerBatch {
                         producer_id: header.producer_id,
                         epoch: header.producer_epoch,

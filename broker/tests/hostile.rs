@@ -132,17 +132,27 @@ fn refused_frames() -> Vec<(ApiKey, i16, Bytes)> {
     for &(api, _, min, max) in icestream::api::SUPPORTED {
         let request = default_request(api).expect("every served API is listed");
         for version in min..=max {
+            let legacy = legacy_empty_request(api, version);
             let mut body = BytesMut::new();
-            request.encode(&mut body, version).expect("encode default");
+            match &legacy {
+                Some((request, _)) => body.extend_from_slice(request),
+                None => request.encode(&mut body, version).expect("encode default"),
+            }
             for lie in lies(&body, is_flexible(api, version)) {
                 let mut frame = header(api, version);
                 frame.extend_from_slice(&lie);
                 let frame = frame.freeze();
                 let mut decode = frame.clone();
                 // Before the decoder was bounded, this line aborted the test process.
-                let ok = RequestHeader::decode(&mut decode, api.request_header_version(version))
-                    .and_then(|_| RequestKind::decode(api, &mut decode, version))
-                    .is_ok();
+                let header =
+                    RequestHeader::decode(&mut decode, api.request_header_version(version));
+                let ok = match (header, &legacy) {
+                    (Err(_), _) => false,
+                    (Ok(_), Some(_)) => {
+                        icestream::api::legacy::decode(api, version, decode).is_ok()
+                    }
+                    (Ok(_), None) => RequestKind::decode(api, &mut decode, version).is_ok(),
+                };
                 if !ok {
                     refused.push((api, version, frame));
                 }
@@ -336,6 +346,71 @@ async fn slow_clients_announcing_large_frames_hold_no_memory_beyond_the_pool() {
     server.shutdown().await;
 }
 
+/// For the versions older than `kafka-protocol` encodes (clients before Kafka 0.11): an
+/// empty request of `api` v`version`, and the answer it gets (no topics; a zero
+/// throttle time where the version has one).
+fn legacy_empty_request(api: ApiKey, version: i16) -> Option<(Vec<u8>, Vec<u8>)> {
+    let no_topics = 0i32.to_be_bytes();
+    let with_throttle = [0u8; 8].to_vec();
+    let (request, answer): (Vec<u8>, Vec<u8>) = match (api, version) {
+        (ApiKey::Produce, 0..=2) => {
+            let request = [&(-1i16).to_be_bytes()[..], &0i32.to_be_bytes(), &no_topics].concat();
+            let answer = if version == 0 {
+                no_topics.to_vec()
+            } else {
+                with_throttle
+            };
+            (request, answer)
+        }
+        (ApiKey::Fetch, 0..=3) => {
+            let mut request = [
+                (-1i32).to_be_bytes(),
+                100i32.to_be_bytes(),
+                0i32.to_be_bytes(),
+            ]
+            .concat();
+            if version == 3 {
+                request.extend_from_slice(&i32::MAX.to_be_bytes());
+            }
+            request.extend_from_slice(&no_topics);
+            let answer = if version == 0 {
+                no_topics.to_vec()
+            } else {
+                with_throttle
+            };
+            (request, answer)
+        }
+        (ApiKey::ListOffsets, 0) => (
+            [(-1i32).to_be_bytes(), no_topics].concat(),
+            no_topics.to_vec(),
+        ),
+        (ApiKey::OffsetCommit, 0..=1) => {
+            let mut request = 0i16.to_be_bytes().to_vec(); // group id ""
+            if version == 1 {
+                request.extend_from_slice(&(-1i32).to_be_bytes());
+                request.extend_from_slice(&0i16.to_be_bytes()); // member id ""
+            }
+            request.extend_from_slice(&no_topics);
+            (request, no_topics.to_vec())
+        }
+        (ApiKey::OffsetFetch, 0) => (
+            [0i16.to_be_bytes().as_slice(), &no_topics].concat(),
+            no_topics.to_vec(),
+        ),
+        (ApiKey::DeleteTopics, 0) => ([no_topics, 0i32.to_be_bytes()].concat(), no_topics.to_vec()),
+        (ApiKey::CreateTopics, 0..=1) => {
+            let mut request = [no_topics, 0i32.to_be_bytes()].concat();
+            if version == 1 {
+                request.push(0); // validate_only
+            }
+            (request, no_topics.to_vec())
+        }
+        (ApiKey::DescribeConfigs, 0) => (no_topics.to_vec(), with_throttle),
+        _ => return None,
+    };
+    Some((request, answer))
+}
+
 /// Every API and version in the `SUPPORTED` table has a handler: an empty request of each
 /// is answered (with whatever error it deserves), never refused as unhandled, which would
 /// close the connection. (SASL requests change what the connection expects next and are
@@ -356,7 +431,11 @@ async fn every_supported_api_and_version_is_answered() {
         let mut stream = TcpStream::connect(server.addr).await.expect("connect");
         for version in min..=max {
             let mut frame = header(api, version);
-            request.encode(&mut frame, version).expect("encode default");
+            let legacy = legacy_empty_request(api, version);
+            match &legacy {
+                Some((body, _)) => frame.extend_from_slice(body),
+                None => request.encode(&mut frame, version).expect("encode default"),
+            }
             send_frame(&mut stream, &frame).await;
             let answer = tokio::time::timeout(Duration::from_secs(10), async {
                 let size = stream.read_i32().await?;
@@ -376,6 +455,10 @@ async fn every_supported_api_and_version_is_answered() {
             };
             let header = ResponseHeader::decode(&mut bytes, header_version).expect("header");
             assert_eq!(header.correlation_id, 1, "{api:?} v{version}");
+            if let Some((_, answer)) = legacy {
+                assert_eq!(&bytes[..], &answer[..], "{api:?} v{version} response");
+                continue;
+            }
             ResponseKind::decode(api, &mut bytes, version)
                 .unwrap_or_else(|e| panic!("{api:?} v{version} response: {e}"));
         }

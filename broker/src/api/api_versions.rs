@@ -10,21 +10,21 @@ use kafka_protocol::ResponseError;
 use crate::broker::Broker;
 
 /// Every API icestream serves: (api, advertised min, handled min, max). Everything listed
-/// works end to end; the advertised minimum is lower than the handled one only for
-/// Produce, which Kafka 4 also advertises from v0 (rejecting v0-v2) because librdkafka
-/// derives its message-format and compression support from it (KAFKA-18659).
+/// works end to end. The versions of clients before Kafka 0.11 that `kafka-protocol` no
+/// longer encodes are decoded and encoded by `legacy`; their records (message format
+/// v0/v1) are converted to and from v2 batches.
 pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
-    (ApiKey::Produce, 0, 3, 13),
-    (ApiKey::Fetch, 4, 4, 18),
-    (ApiKey::ListOffsets, 1, 1, 10),
+    (ApiKey::Produce, 0, 0, 13),
+    (ApiKey::Fetch, 0, 0, 18),
+    (ApiKey::ListOffsets, 0, 0, 10),
     (ApiKey::Metadata, 0, 0, 13),
     (ApiKey::FindCoordinator, 0, 0, 6),
     (ApiKey::ApiVersions, 0, 0, 4),
-    (ApiKey::CreateTopics, 2, 2, 7),
-    (ApiKey::DeleteTopics, 1, 1, 6),
+    (ApiKey::CreateTopics, 0, 0, 7),
+    (ApiKey::DeleteTopics, 0, 0, 6),
     (ApiKey::InitProducerId, 0, 0, 5),
     (ApiKey::OffsetForLeaderEpoch, 2, 2, 4),
-    (ApiKey::DescribeConfigs, 1, 1, 4),
+    (ApiKey::DescribeConfigs, 0, 0, 4),
     (ApiKey::CreatePartitions, 0, 0, 3),
     (ApiKey::DeleteRecords, 0, 0, 2),
     (ApiKey::DescribeCluster, 0, 0, 2),
@@ -32,8 +32,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 0, 5),
     (ApiKey::Heartbeat, 0, 0, 4),
     (ApiKey::LeaveGroup, 0, 0, 5),
-    (ApiKey::OffsetCommit, 2, 2, 9),
-    (ApiKey::OffsetFetch, 1, 1, 9),
+    (ApiKey::OffsetCommit, 0, 0, 9),
+    (ApiKey::OffsetFetch, 0, 0, 9),
     (ApiKey::ListGroups, 0, 0, 5),
     (ApiKey::DescribeGroups, 0, 0, 5),
     (ApiKey::DeleteGroups, 0, 0, 2),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use icestream_storage::legacy;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -355,9 +356,20 @@ async fn read_all(
                         };
                         match aborted {
                             Ok(aborted) => {
-                                let records = concat(r.batches, r.bytes);
-                                total += r.bytes;
-                                budget = budget.saturating_sub(r.bytes);
+                                let mut records = concat(r.batches, r.bytes);
+                                if ctx.version < 4 {
+                                    // Clients before Kafka 0.11 read message sets: magic
+                                    // 0 up to Fetch v1, magic 1 from v2.
+                                    let magic = if ctx.version < 2 { 0 } else { 1 };
+                                    records = legacy::down_convert(
+                                        &records,
+                                        magic,
+                                        want.fetch_offset,
+                                        max.max(1),
+                                    );
+                                }
+                                total += records.len();
+                                budget = budget.saturating_sub(records.len());
                                 base.with_high_watermark(r.high_watermark)
                                     .with_last_stable_offset(r.last_stable)
                                     .with_log_start_offset(r.log_start)

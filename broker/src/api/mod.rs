@@ -26,6 +26,7 @@ mod heartbeat;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
+pub mod legacy;
 mod list_groups;
 mod list_offsets;
 mod list_transactions;
@@ -204,8 +205,11 @@ pub async fn dispatch(
     };
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| malformed(e.to_string()))?;
-    let request =
-        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    let request = if legacy::is_legacy(api, version) {
+        legacy::decode(api, version, frame).map_err(malformed)?
+    } else {
+        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?
+    };
     let ctx = Context {
         api,
         version,
@@ -432,9 +436,13 @@ pub fn encode(
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)
         .map_err(|e| err(e.to_string()))?;
-    response
-        .encode(&mut buf, version)
-        .map_err(|e| err(e.to_string()))?;
+    if legacy::is_legacy(api, version) {
+        legacy::encode(&response, version, &mut buf).map_err(err)?;
+    } else {
+        response
+            .encode(&mut buf, version)
+            .map_err(|e| err(e.to_string()))?;
+    }
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(Some(buf.freeze()))

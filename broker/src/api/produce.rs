@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use icestream_storage::batch::{batches, BatchHeader};
+use icestream_storage::legacy;
 use icestream_storage::meta::{TxnPartition, UnitOutcome};
 use icestream_storage::records::decode_batch;
 use icestream_storage::validate::{
@@ -140,15 +141,22 @@ pub async fn admit(
                             value: effective_config(t, "confluent.value.schema.validation")
                                 .is_some_and(|v| v == "true"),
                         };
-                        let validated =
-                            match validate_off_runtime(partition, max, policy, append_time).await {
-                                Ok(b) if schemas.key || schemas.value => {
-                                    check_schema_ids(&broker, &t.name, &b, schemas)
-                                        .await
-                                        .map(|()| b)
-                                }
-                                other => other,
-                            };
+                        let validated = match validate_off_runtime(
+                            partition,
+                            max,
+                            policy,
+                            append_time,
+                            ctx.version,
+                        )
+                        .await
+                        {
+                            Ok(b) if schemas.key || schemas.value => {
+                                check_schema_ids(&broker, &t.name, &b, schemas)
+                                    .await
+                                    .map(|()| b)
+                            }
+                            other => other,
+                        };
                         match validated {
                             Ok(input_batches) => {
                                 let txn_header = input_batches
@@ -431,32 +439,40 @@ async fn validate_off_runtime(
     max_batch_bytes: usize,
     policy: Policy,
     append_time: Option<i64>,
+    version: i16,
 ) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
     let records = partition.records.as_ref();
     let size = records.map_or(0, Bytes::len);
     // Uncompressed records are walked in place, quickly: only decompression is worth the
     // hand-off to another thread.
-    let compressed = records.is_some_and(|r| r.len() > 22 && r[22] & 0x07 != 0);
+    // Message sets of magic 0/1 are converted: as costly as decompression.
+    let compressed = records.is_some_and(|r| {
+        r.len() > 22 && (r[22] & 0x07 != 0 || legacy::magic(r).is_some_and(|m| m < 2))
+    });
     if size < BLOCKING_VALIDATION_BYTES || !compressed {
-        return validate(partition, max_batch_bytes, policy, append_time);
+        return validate(partition, max_batch_bytes, policy, append_time, version);
     }
-    tokio::task::spawn_blocking(move || validate(partition, max_batch_bytes, policy, append_time))
-        .await
-        .unwrap_or_else(|e| {
-            Err((
-                ResponseError::UnknownServerError,
-                format!("validation task: {e}"),
-                Vec::new(),
-            ))
-        })
+    tokio::task::spawn_blocking(move || {
+        validate(partition, max_batch_bytes, policy, append_time, version)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err((
+            ResponseError::UnknownServerError,
+            format!("validation task: {e}"),
+            Vec::new(),
+        ))
+    })
 }
 
-/// Splits and checks the batches of one partition, and makes their headers true.
+/// Splits and checks the batches of one partition (of a Produce request of `version`),
+/// and makes their headers true.
 fn validate(
     partition: PartitionProduceData,
     max_batch_bytes: usize,
     policy: Policy,
     append_time: Option<i64>,
+    version: i16,
 ) -> Result<Vec<(BatchHeader, Bytes)>, Refusal> {
     let refuse = |code: ResponseError, msg: String| (code, msg, Vec::new());
     let records = partition.records.unwrap_or_default();
@@ -466,6 +482,38 @@ fn validate(
             "no record batches".into(),
         ));
     }
+    // Clients before Kafka 0.11 (Produce v0-v2) send message sets of magic 0 or 1: one v2
+    // batch holds their records, checked like any other. Their size counts against the
+    // limit as sent; the conversion is uncompressed and bounded on its own.
+    let (records, max_batch_bytes) = match legacy::magic(&records) {
+        Some(0 | 1) if version >= 3 => {
+            return Err(refuse(
+                ResponseError::InvalidRecord,
+                format!("Produce v{version} carries record batches of magic 2 only"),
+            ));
+        }
+        Some(0 | 1) => {
+            if records.len() > max_batch_bytes {
+                return Err(refuse(
+                    ResponseError::MessageTooLarge,
+                    format!(
+                        "message set of {} bytes exceeds max.message.bytes {max_batch_bytes}",
+                        records.len()
+                    ),
+                ));
+            }
+            let converted = legacy::up_convert(&records).map_err(|e| {
+                let code = if e.is_corrupt() {
+                    ResponseError::CorruptMessage
+                } else {
+                    ResponseError::InvalidRecord
+                };
+                refuse(code, format!("message format v0/v1: {e}"))
+            })?;
+            (converted, usize::MAX)
+        }
+        _ => (records, max_batch_bytes),
+    };
     let mut out = Vec::new();
     for item in batches(&records) {
         let (header, batch) = item.map_err(|e| refuse(errors::batch(&e), e.to_string()))?;
