@@ -4,7 +4,6 @@
 //! one module per Kafka API) → the broker's components: [`topics`], [`appender`] (write
 //! path), [`log`] (read path), [`gc`].
 
-pub mod admin;
 pub mod admin_http;
 pub mod api;
 pub mod appender;
@@ -19,6 +18,7 @@ pub mod errors;
 pub mod fetch_sessions;
 pub mod gc;
 pub mod groups;
+pub mod groups_cli;
 pub mod log;
 pub mod metrics;
 pub mod registry;

@@ -276,11 +276,11 @@ async fn schemas(url: &str, command: SchemasCommand) -> anyhow::Result<()> {
 }
 
 async fn groups(bootstrap: &str, command: GroupsCommand) -> anyhow::Result<()> {
-    use icestream::admin::{self, ResetTo};
+    use icestream::groups_cli::{self, ResetTo};
     match command {
-        GroupsCommand::List => admin::list(bootstrap).await,
+        GroupsCommand::List => groups_cli::list(bootstrap).await,
         GroupsCommand::Describe { group, topic } => {
-            admin::describe(bootstrap, &group, &topic).await
+            groups_cli::describe(bootstrap, &group, &topic).await
         }
         GroupsCommand::Reset {
             group,
@@ -295,12 +295,12 @@ async fn groups(bootstrap: &str, command: GroupsCommand) -> anyhow::Result<()> {
                 (true, _, _, _) => ResetTo::Earliest,
                 (_, true, _, _) => ResetTo::Latest,
                 (_, _, Some(o), _) => ResetTo::Offset(o),
-                (_, _, _, Some(t)) => ResetTo::Timestamp(admin::parse_time(&t)?),
+                (_, _, _, Some(t)) => ResetTo::Timestamp(groups_cli::parse_time(&t)?),
                 _ => anyhow::bail!(
                     "give one of --to-earliest, --to-latest, --to-offset, --to-datetime"
                 ),
             };
-            admin::reset(bootstrap, &group, &topic, to, execute)
+            groups_cli::reset(bootstrap, &group, &topic, to, execute)
                 .await
                 .map(|_| ())
         }

@@ -11,7 +11,7 @@ mod cluster;
 mod compaction;
 mod groups;
 mod keys;
-mod log;
+mod offset_index;
 mod producers;
 mod schemas;
 mod security;
@@ -30,7 +30,7 @@ use crate::kv::{KvError, KvStore, TxnError};
 pub use brokers::{BrokerRecord, ListenerAddress};
 pub use compaction::{KeptRun, RewriteGroup, RewriteIntent, RoundFile, RoundIntent};
 pub use groups::{CommittedOffset, GroupRecord, StoredMember};
-pub use log::{
+pub use offset_index::{
     AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,
     SegmentAppend, UnitOutcome,
 };
