@@ -20,7 +20,7 @@ use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::cache::ByteCache;
+use crate::cache::{ByteCache, Weighed};
 
 /// Index entries kept in memory per partition.
 const INDEX_WINDOW: usize = 4096;
@@ -123,11 +123,32 @@ pub struct ReadResult {
     pub transactional: bool,
 }
 
+/// Batch data in the cache: as served (offsets and leader epoch set), or as produced, set
+/// when first read, so that a log nobody tails costs no copy of what it appends.
+#[derive(Clone)]
+enum Cached {
+    Served(Bytes),
+    Produced {
+        batches: Arc<[Bytes]>,
+        base_offset: i64,
+        len: usize,
+    },
+}
+
+impl Weighed for Cached {
+    fn weight(&self) -> usize {
+        match self {
+            Cached::Served(b) => b.len(),
+            Cached::Produced { len, .. } => *len,
+        }
+    }
+}
+
 pub struct Log {
     meta: MetaStore,
     objects: Objects,
     partitions: DashMap<(Uuid, i32), Arc<PartitionLog>>,
-    data: ByteCache<(Uuid, u64)>,
+    data: ByteCache<(Uuid, u64), Cached>,
     /// Rows per table read when nothing better is known.
     table_read_rows: usize,
     commits: watch::Sender<u64>,
@@ -234,16 +255,21 @@ impl Log {
                 continue;
             };
             let end = position + u64::from(length);
-            let mut buf = BytesMut::with_capacity(length as usize);
-            for (p, bytes) in batch_data {
-                if *p >= position && *p < end {
-                    buf.extend_from_slice(bytes);
-                }
-            }
-            if buf.len() == length as usize
-                && patch_offsets(&mut buf, entry.base_offset, LEADER_EPOCH).is_ok()
-            {
-                self.data.insert((segment, position), buf.freeze());
+            let batches: Arc<[Bytes]> = batch_data
+                .iter()
+                .filter(|(p, _)| *p >= position && *p < end)
+                .map(|(_, b)| b.clone())
+                .collect();
+            let len = batches.iter().map(Bytes::len).sum();
+            if len == length as usize {
+                self.data.insert(
+                    (segment, position),
+                    Cached::Produced {
+                        batches,
+                        base_offset: entry.base_offset,
+                        len,
+                    },
+                );
             }
         }
         if let Some(p) = self.partitions.get(&(topic_id, partition)) {
@@ -292,7 +318,7 @@ impl Log {
         // The cache holds what was read at this position, which may be a longer run than
         // this entry (an entry the compactor narrowed to the batches kept in the WAL
         // starts where the original did): whole batches, the same offsets, so the prefix.
-        if let Some(b) = self.data.get(&(segment, position)) {
+        if let Some(b) = self.cached_wal_data(segment, position) {
             if b.len() == length as usize {
                 return Ok(b);
             }
@@ -323,8 +349,32 @@ impl Log {
             )));
         }
         let bytes = buf.freeze();
-        self.data.insert((segment, position), bytes.clone());
+        self.data
+            .insert((segment, position), Cached::Served(bytes.clone()));
         Ok(bytes)
+    }
+
+    /// The cached batches at `position` of `segment`, ready to serve; produced ones get
+    /// their offsets and leader epoch now, once.
+    fn cached_wal_data(&self, segment: Uuid, position: u64) -> Option<Bytes> {
+        match self.data.get(&(segment, position))? {
+            Cached::Served(b) => Some(b),
+            Cached::Produced {
+                batches,
+                base_offset,
+                len,
+            } => {
+                let mut buf = BytesMut::with_capacity(len);
+                for b in batches.iter() {
+                    buf.extend_from_slice(b);
+                }
+                patch_offsets(&mut buf, base_offset, LEADER_EPOCH).ok()?;
+                let bytes = buf.freeze();
+                self.data
+                    .insert((segment, position), Cached::Served(bytes.clone()));
+                Some(bytes)
+            }
+        }
     }
 
     /// Batches holding offsets `from..` of `entry` (at least `from`'s), and the offset after
@@ -358,7 +408,7 @@ impl Log {
                 // by file, range end and start: readers replaying the same offsets with the
                 // same fetch sizes (several groups, or a restarted one) read the file once.
                 let key = (table_read_key(file, to), from as u64);
-                if let Some(data) = self.data.get(&key) {
+                if let Some(Cached::Served(data)) = self.data.get(&key) {
                     crate::metrics::inc(&crate::metrics::TABLE_READ_CACHE_HITS);
                     return Ok((data, to + 1));
                 }
@@ -384,7 +434,7 @@ impl Log {
                 } else {
                     data
                 };
-                self.data.insert(key, data.clone());
+                self.data.insert(key, Cached::Served(data.clone()));
                 Ok((data, to + 1))
             }
         }
