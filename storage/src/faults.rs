@@ -60,6 +60,14 @@ fn injected(what: &str) -> object_store::Error {
 }
 
 object_store_wrapper!(FaultyObjectStore, inner, {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
     async fn put_opts(
         &self,
         location: &Path,

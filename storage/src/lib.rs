@@ -4,20 +4,12 @@
 
 /// `impl ObjectStore for $ty` with the methods given in braces and every other method
 /// delegated to the store in field `$inner`: for wrappers that change only how objects are
-/// written (`put_opts`).
+/// written (`put_opts` and `put_multipart_opts`, which each wrapper gives).
 macro_rules! object_store_wrapper {
     ($ty:ty, $inner:ident, { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl object_store::ObjectStore for $ty {
             $($own)*
-
-            async fn put_multipart_opts(
-                &self,
-                location: &object_store::path::Path,
-                opts: object_store::PutMultipartOptions,
-            ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-                self.$inner.put_multipart_opts(location, opts).await
-            }
 
             async fn get_opts(
                 &self,
