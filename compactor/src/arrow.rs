@@ -8,6 +8,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, SchemaRef};
+use bytes::Bytes;
 use icestream_storage::records::Row;
 
 use crate::typed::{typed_columns, ValueDecoder};
@@ -51,10 +52,24 @@ pub fn rows_to_batch(
     let struct_builder = StructBuilder::from_fields(header_fields.clone(), 0);
     let mut headers = ListBuilder::new(struct_builder).with_field(element);
 
-    let mut large_keys = LargeBinaryBuilder::new();
-    let mut large_values = LargeBinaryBuilder::new();
-    let mut keys = BinaryBuilder::new();
-    let mut values = BinaryBuilder::new();
+    // Sized up front: growing a builder of a round's values copies them again and again.
+    let key_bytes: usize = rows
+        .iter()
+        .filter_map(|r| r.key.as_ref())
+        .map(Bytes::len)
+        .sum();
+    let value_bytes: usize = rows
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .map(Bytes::len)
+        .sum();
+    let (wide, narrow) = if large { (n, 0) } else { (0, n) };
+    let wide_bytes = |b: usize| if large { b } else { 0 };
+    let narrow_bytes = |b: usize| if large { 0 } else { b };
+    let mut large_keys = LargeBinaryBuilder::with_capacity(wide, wide_bytes(key_bytes));
+    let mut large_values = LargeBinaryBuilder::with_capacity(wide, wide_bytes(value_bytes));
+    let mut keys = BinaryBuilder::with_capacity(narrow, narrow_bytes(key_bytes));
+    let mut values = BinaryBuilder::with_capacity(narrow, narrow_bytes(value_bytes));
     for r in rows {
         partitions.append_value(partition);
         offsets.append_value(r.offset);
