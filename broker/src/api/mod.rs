@@ -103,6 +103,8 @@ pub struct Context {
     pub host: Arc<str>,
     /// The listener (security protocol name) the request came on.
     pub listener: &'static str,
+    /// Size of the request frame (handlers keeping slices of it decide whether to copy).
+    pub frame_bytes: usize,
 }
 
 impl Context {
@@ -168,6 +170,7 @@ pub async fn dispatch(
     let version = peek_i16(&frame, 2);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(api_key).map_err(|_| DispatchError::UnknownApiKey(api_key))?;
+    let frame_bytes = frame.len();
     // On SASL listeners only the handshake is served until the client authenticates (and
     // again once its session expired: KIP-368 clients re-authenticate in time).
     if !matches!(
@@ -219,6 +222,7 @@ pub async fn dispatch(
         principal: session.principal.clone(),
         host: session.host.clone(),
         listener: session.listener.name(),
+        frame_bytes,
     };
     let b = broker.clone();
     if let Some(response) = authorize::refusal(&b, &ctx, &request) {

@@ -205,6 +205,16 @@ pub async fn admit(
         .flat_map(|i| i.batches.iter().map(|(_, b)| b.len() as u64))
         .sum();
     crate::metrics::add(&crate::metrics::PRODUCE_BYTES, bytes);
+    // The batches are slices of the request frame, and the read cache keeps them after
+    // the request is answered. When they are less than half of the frame (partitions
+    // refused, large names), they are copied out, so the rest of the frame is not held.
+    if (bytes as usize).saturating_mul(2) < ctx.frame_bytes {
+        for input in &mut inputs {
+            for (_, batch) in &mut input.batches {
+                *batch = Bytes::copy_from_slice(batch);
+            }
+        }
+    }
     let reply = if inputs.is_empty() {
         None
     } else {
