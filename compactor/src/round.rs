@@ -601,7 +601,13 @@ pub(crate) fn entry_rows(
             offset = end;
             continue;
         }
-        match decode_batch(&batch, offset) {
+        // The batch CRC, checked as the bytes come back from storage, is what stands for
+        // the codecs' own checksums, which decoding does not verify.
+        match header
+            .validate(&batch)
+            .map_err(|e| e.to_string())
+            .and_then(|()| decode_batch(&batch, offset).map_err(|e| e.to_string()))
+        {
             Ok(decoded) => {
                 let before = decoded.len();
                 let mut next = offset;

@@ -543,6 +543,35 @@ async fn undecodable_stored_batches_are_quarantined_not_fatal() {
     assert_eq!(env.round().run(&topic).await.expect("again").rows, 0);
 }
 
+// A batch whose bytes changed at rest (after its CRC was checked at Produce) is not folded
+// into the table as it reads now: decoders do not verify the codecs' own checksums, the
+// batch CRC stands for them.
+#[tokio::test]
+async fn batches_changed_at_rest_are_quarantined_not_folded() {
+    let env = env().await;
+    let topic = env.topic("rot").await;
+    env.produce(&topic, &["before"]).await;
+    for codec in [Compression::None, Compression::Lz4] {
+        let mut batch = BytesMut::from(&encode(&["rotten value"], codec)[..]);
+        // The last byte: part of the value, or of an LZ4 frame's end.
+        let last = batch.len() - 1;
+        batch[last] ^= 0x01;
+        env.produce_batch(&topic, batch.freeze(), 1).await;
+    }
+    env.produce(&topic, &["after"]).await;
+    let quarantined = || {
+        icestream_compactor::metrics::QUARANTINED
+            .as_ref()
+            .map_or(0, |c| c.get())
+    };
+    let before = quarantined();
+    let report = env.round().run(&topic).await.expect("round survives");
+    assert_eq!(report.rows, 2);
+    assert!(quarantined() >= before + 2);
+    let ident = table_ident("kafka", "rot").expect("ident");
+    assert_eq!(table_offsets(&env, &ident, None).await, vec![0, 3]);
+}
+
 /// Offsets of the table's current snapshot (or of `snapshot`), in scan order.
 async fn table_offsets(env: &Env, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
     use arrow_array::cast::AsArray;

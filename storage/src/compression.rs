@@ -50,7 +50,7 @@ pub fn reader<'a>(
         }
         1 => Box::new(flate2::read::MultiGzDecoder::new(body)),
         2 => Box::new(std::io::Cursor::new(snappy(body, limit)?)),
-        3 => Box::new(lz4::Decoder::new(body).map_err(|e| corrupt("lz4", e))?),
+        3 => return Ok(Box::new(std::io::Cursor::new(lz4_frame(body, limit)?))),
         4 => Box::new(
             zstd::stream::read::Decoder::with_buffer(body).map_err(|e| corrupt("zstd", e))?,
         ),
@@ -75,8 +75,10 @@ pub fn decompress(codec: i16, body: Bytes, limit: usize) -> Result<Bytes, Decomp
         }
         return Ok(body);
     }
-    if codec == 2 {
-        return snappy(&body, limit).map(Bytes::from);
+    match codec {
+        2 => return snappy(&body, limit).map(Bytes::from),
+        3 => return lz4_frame(&body, limit).map(Bytes::from),
+        _ => {}
     }
     let mut r = reader(codec, &body, limit)?;
     // Grows with what actually comes out: at most `limit`, never a claimed size.
@@ -171,11 +173,122 @@ fn snappy(body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
     Ok(out)
 }
 
+const LZ4_MAGIC: u32 = 0x184D_2204;
+/// How far back an LZ4 match may reach: the window linked blocks share.
+const LZ4_WINDOW: usize = 64 * 1024;
+
+/// One LZ4 frame, as Kafka clients write it (Java's `KafkaLZ4BlockOutputStream`, LZ4F in
+/// librdkafka and others), decoded block by block straight into the output; linked blocks
+/// see the 64 KiB before them. Bytes after the frame are ignored, as LZ4F does.
+///
+/// Neither the header, block nor content checksums are verified: the batch's CRC-32C
+/// covers these bytes (a legacy message's CRC-32 likewise), and it is checked where they
+/// come in and where they are folded into the table. Kafka 0.8–0.9 clients computed the
+/// header checksum wrongly (KIP-57), so it could not be trusted anyway.
+fn lz4_frame(body: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let bad = |reason: &str| corrupt("lz4", reason);
+    let mut rest = body;
+    let mut take = |n: usize| -> Result<&[u8], DecompressError> {
+        if rest.len() < n {
+            return Err(bad("frame ends early"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    if le32(take(4)?) != LZ4_MAGIC {
+        return Err(bad("not an LZ4 frame"));
+    }
+    let descriptor = take(2)?;
+    let (flg, bd) = (descriptor[0], descriptor[1]);
+    if flg >> 6 != 1 {
+        return Err(bad("unsupported frame version"));
+    }
+    if flg & 0x02 != 0 || bd & 0x8F != 0 {
+        return Err(bad("reserved descriptor bits set"));
+    }
+    let block_max = match (bd >> 4) & 0x07 {
+        4 => 64 * 1024,
+        5 => 256 * 1024,
+        6 => 1024 * 1024,
+        7 => 4 * 1024 * 1024,
+        _ => return Err(bad("unknown block size")),
+    };
+    let linked = flg & 0x20 == 0;
+    let block_checksums = flg & 0x10 != 0;
+    let content_checksum = flg & 0x04 != 0;
+    let content_size = if flg & 0x08 != 0 {
+        let b = take(8)?;
+        Some(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
+    } else {
+        None
+    };
+    if flg & 0x01 != 0 {
+        return Err(bad("frame needs a dictionary"));
+    }
+    take(1)?; // header checksum
+    if content_size.is_some_and(|n| n > limit as u64) {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    // A claimed size is only a hint: never more than the bytes could expand to (an LZ4
+    // sequence yields at most ~255 bytes per byte).
+    let hint = content_size.map_or(body.len(), |n| n as usize);
+    let mut out = Vec::with_capacity(hint.min(body.len().saturating_mul(255)).min(limit));
+    loop {
+        let word = le32(take(4)?);
+        if word == 0 {
+            break;
+        }
+        let len = (word & 0x7FFF_FFFF) as usize;
+        if len > block_max {
+            return Err(bad("block larger than the frame's block size"));
+        }
+        let block = take(len)?;
+        if block_checksums {
+            take(4)?;
+        }
+        let left = limit - out.len();
+        if word & 0x8000_0000 != 0 {
+            if len > left {
+                return Err(DecompressError::TooLarge { limit });
+            }
+            out.extend_from_slice(block);
+            continue;
+        }
+        let start = out.len();
+        let room = block_max.min(left);
+        out.resize(start + room, 0);
+        let (before, dst) = out.split_at_mut(start);
+        let window = if linked {
+            &before[start.saturating_sub(LZ4_WINDOW)..]
+        } else {
+            &[][..]
+        };
+        match lz4_flex::block::decompress_into_with_dict(block, dst, window) {
+            Ok(n) => out.truncate(start + n),
+            Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if room < block_max => {
+                return Err(DecompressError::TooLarge { limit })
+            }
+            Err(e) => return Err(corrupt("lz4", e)),
+        }
+    }
+    if content_checksum {
+        take(4)?;
+    }
+    if content_size.is_some_and(|n| n != out.len() as u64) {
+        return Err(bad("content size differs from the frame's"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     fn compress(codec: i16, data: &[u8]) -> Bytes {
         let mut out = bytes::BytesMut::new();
@@ -222,7 +335,14 @@ mod tests {
         }
         let gz = Bytes::from(gz.finish().expect("gz"));
         let z = Bytes::from(z.finish().expect("zstd"));
-        for (codec, body) in [(1, gz), (4, z)] {
+        let mut lz = lz4::EncoderBuilder::new().build(Vec::new()).expect("lz4");
+        for _ in 0..128 {
+            lz.write_all(&zeros).expect("lz4");
+        }
+        let (lz, r) = lz.finish();
+        r.expect("lz4");
+        let lz = Bytes::from(lz);
+        for (codec, body) in [(1, gz), (3, lz), (4, z)] {
             let err = decompress(codec, body, MAX_UNCOMPRESSED_BATCH_BYTES).expect_err("bomb");
             assert!(matches!(err, DecompressError::TooLarge { .. }), "{err}");
         }
@@ -238,6 +358,159 @@ mod tests {
         let err = decompress(2, Bytes::from(claim), MAX_UNCOMPRESSED_BATCH_BYTES)
             .expect_err("snappy claim");
         assert!(matches!(err, DecompressError::TooLarge { .. }), "{err}");
+    }
+
+    /// An LZ4 frame written by liblz4 with the given options.
+    fn lz4_frame_of(
+        data: &[u8],
+        size: lz4::BlockSize,
+        mode: lz4::BlockMode,
+        checksums: bool,
+        content_size: bool,
+    ) -> Vec<u8> {
+        use lz4::liblz4::{BlockChecksum, ContentChecksum};
+        let mut b = lz4::EncoderBuilder::new();
+        b.block_size(size).block_mode(mode).level(1);
+        if checksums {
+            b.checksum(ContentChecksum::ChecksumEnabled)
+                .block_checksum(BlockChecksum::BlockChecksumEnabled);
+        } else {
+            b.checksum(ContentChecksum::NoChecksum)
+                .block_checksum(BlockChecksum::NoBlockChecksum);
+        }
+        if content_size {
+            b.content_size(data.len() as u64);
+        }
+        let mut enc = b.build(Vec::new()).expect("encoder");
+        enc.write_all(data).expect("lz4");
+        let (frame, r) = enc.finish();
+        r.expect("lz4");
+        frame
+    }
+
+    /// What liblz4's own frame decoder makes of `frame`.
+    fn liblz4_decode(frame: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        lz4::Decoder::new(frame)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Compressible data whose repeats reach back across block boundaries.
+    fn repetitive(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed | 1;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let back = (state % 50_000) as usize;
+            if back > 0 && back < out.len() && state & 1 == 0 {
+                let from = out.len() - back;
+                let n = ((state >> 20) % 300) as usize;
+                for i in 0..n.min(len - out.len()) {
+                    out.push(out[from + i]);
+                }
+            } else {
+                out.extend_from_slice(&state.to_le_bytes()[..(len - out.len()).min(8)]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lz4_frames_of_every_layout_decode_as_liblz4_decodes_them() {
+        use lz4::{BlockMode, BlockSize};
+        for (i, len) in [0usize, 1, 1000, 65_536, 65_537, 300_000, 2_500_000]
+            .into_iter()
+            .enumerate()
+        {
+            let data = repetitive(i as u64 + 7, len);
+            for size in [
+                BlockSize::Max64KB,
+                BlockSize::Max256KB,
+                BlockSize::Max1MB,
+                BlockSize::Max4MB,
+            ] {
+                for mode in [BlockMode::Linked, BlockMode::Independent] {
+                    for checksums in [false, true] {
+                        for content_size in [false, true] {
+                            let what = format!(
+                                "{len} bytes, {size:?}, {mode:?}, checksums {checksums}, size {content_size}"
+                            );
+                            let frame = lz4_frame_of(
+                                &data,
+                                size.clone(),
+                                mode.clone(),
+                                checksums,
+                                content_size,
+                            );
+                            assert_eq!(liblz4_decode(&frame).expect("liblz4"), data, "{what}");
+                            let out =
+                                decompress(3, Bytes::from(frame), MAX_UNCOMPRESSED_BATCH_BYTES)
+                                    .expect(&what);
+                            assert_eq!(&out[..], &data[..], "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_frames_that_end_early_or_claim_too_much_are_refused() {
+        let data = repetitive(3, 200_000);
+        let frame = lz4_frame_of(
+            &data,
+            lz4::BlockSize::Max64KB,
+            lz4::BlockMode::Linked,
+            true,
+            true,
+        );
+        // Cut anywhere: corrupt, never a shorter result taken as whole.
+        for cut in [5, 7, 20, frame.len() / 2, frame.len() - 5, frame.len() - 1] {
+            let err = decompress(3, Bytes::copy_from_slice(&frame[..cut]), 1 << 20)
+                .expect_err("truncated");
+            assert!(
+                matches!(err, DecompressError::Corrupt { .. }),
+                "{cut}: {err}"
+            );
+        }
+        // Bytes after the frame are ignored, as LZ4F ignores them.
+        let mut trailing = frame.clone();
+        trailing.extend_from_slice(b"trailing");
+        let out = decompress(3, Bytes::from(trailing), 1 << 20).expect("trailing");
+        assert_eq!(&out[..], &data[..]);
+        // A content size beyond the limit is refused before anything is decoded.
+        let err = decompress(3, Bytes::from(frame.clone()), data.len() - 1).expect_err("limit");
+        assert!(matches!(err, DecompressError::TooLarge { .. }), "{err}");
+        // A frame whose content size is a lie.
+        let mut lying = frame;
+        lying[6..14].copy_from_slice(&(data.len() as u64 + 1).to_le_bytes());
+        let err = decompress(3, Bytes::from(lying), 1 << 20).expect_err("size");
+        assert!(matches!(err, DecompressError::Corrupt { .. }), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any byte of an LZ4 frame changed: the decoder either fails cleanly or agrees
+        /// with liblz4 (which verifies the checksums this decoder leaves to the batch CRC,
+        /// so only frames liblz4 accepts are compared).
+        #[test]
+        fn mutated_lz4_frames_never_panic(at in 0usize..4096, byte in 0u8..=255, seed in 0u64..4) {
+            let data = repetitive(seed, 150_000);
+            let mut frame = lz4_frame_of(
+                &data,
+                lz4::BlockSize::Max64KB,
+                lz4::BlockMode::Linked,
+                false,
+                false,
+            );
+            let at = at % frame.len();
+            frame[at] = byte;
+            let ours = decompress(3, Bytes::from(frame.clone()), 1 << 20);
+            if let (Ok(ours), Ok(theirs)) = (&ours, liblz4_decode(&frame)) {
+                proptest::prop_assert_eq!(&ours[..], &theirs[..]);
+            }
+        }
     }
 
     #[test]

@@ -25,8 +25,6 @@ const LOG_OVERHEAD: usize = 12;
 const MIN_MESSAGE: usize = 4 + 1 + 1 + 4 + 4;
 const ATTR_CODEC: u8 = 0x07;
 const ATTR_LOG_APPEND_TIME: u8 = 0x08;
-/// Codec 3: LZ4 frames (v0 messages carry a wrong header checksum, KIP-57).
-const LZ4: i16 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyError {
@@ -160,25 +158,6 @@ fn row(m: Message, offset: i64) -> Row {
     }
 }
 
-/// Rewrites the header checksum of an LZ4 frame written for magic 0, which Kafka's old
-/// clients computed over the frame magic as well as the descriptor (KIP-57).
-fn fix_lz4_header(data: &Bytes) -> Bytes {
-    // magic (4), FLG, BD, [content size (8)], [dictionary id (4)], HC
-    if data.len() < 7 {
-        return data.clone();
-    }
-    let flg = data[4];
-    let descriptor_end =
-        6 + if flg & 0x08 != 0 { 8 } else { 0 } + if flg & 0x01 != 0 { 4 } else { 0 };
-    if data.len() <= descriptor_end {
-        return data.clone();
-    }
-    let hc = (twox_hash::XxHash32::oneshot(0, &data[4..descriptor_end]) >> 8) as u8;
-    let mut fixed = BytesMut::from(&data[..]);
-    fixed[descriptor_end] = hc;
-    fixed.freeze()
-}
-
 /// Converts a produced message set (magic 0 or 1, compressed or not) into one v2 batch
 /// holding the same records in order, with base offset 0: keys, values and (v1) create
 /// timestamps kept, v0's missing timestamps as -1, as Kafka's LogValidator converts them.
@@ -219,11 +198,8 @@ pub fn up_convert(set: &Bytes) -> Result<Bytes, LegacyError> {
                 reason: "a compressed message without a value",
             });
         };
-        let value = if codec == LZ4 && m.magic == 0 {
-            fix_lz4_header(&value)
-        } else {
-            value
-        };
+        // LZ4 frames of magic 0 carry a wrong header checksum (KIP-57); the decoder does
+        // not read it.
         let mut inner = compression::decompress(codec, value, budget)
             .map_err(|source| LegacyError::Decompress { index, source })?;
         budget -= inner.len();
