@@ -663,6 +663,8 @@ async fn meta_bench(
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the icestream binary does: the compactor runs in this process.
+    icestream_storage::memory::tune_allocator();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

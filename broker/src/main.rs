@@ -195,6 +195,7 @@ impl SettingsArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let tuned = icestream_storage::memory::tune_allocator();
     let cli = Cli::parse();
     // Colours only on a terminal: logs written to a file or a pipe stay plain text.
     tracing_subscriber::fmt()
@@ -204,6 +205,13 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if tuned {
+        tracing::debug!(
+            mmap_threshold = icestream_storage::memory::MMAP_THRESHOLD,
+            trim_threshold = icestream_storage::memory::TRIM_THRESHOLD,
+            "malloc tuned for round-sized buffers"
+        );
+    }
     match cli.command {
         Command::Settings(args) => {
             let settings = args.load()?;

@@ -90,6 +90,7 @@ pub mod direct_fs;
 pub mod faults;
 pub mod kv;
 pub mod legacy;
+pub mod memory;
 pub mod meta;
 pub mod metrics;
 pub mod objects;
