@@ -101,10 +101,11 @@ pub async fn handle(
             Ok(entries) => {
                 let configs = entries
                     .into_iter()
+                    // Null or empty asks for every config, as Kafka's ConfigHelper reads it.
                     .filter(|e| {
-                        res.configuration_keys
-                            .as_ref()
-                            .is_none_or(|keys| keys.iter().any(|k| k.as_str() == e.name))
+                        res.configuration_keys.as_ref().is_none_or(|keys| {
+                            keys.is_empty() || keys.iter().any(|k| k.as_str() == e.name)
+                        })
                     })
                     .map(|e| {
                         let mut c = DescribeConfigsResourceResult::default()
