@@ -82,11 +82,11 @@ impl Client {
     }
 }
 
-fn name(s: &str) -> TopicName {
+pub(crate) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn error_name(code: i16) -> String {
+pub(crate) fn error_name(code: i16) -> String {
     kafka_protocol::ResponseError::try_from_code(code)
         .map(|e| format!("{e:?}"))
         .unwrap_or_else(|| "NONE".into())
@@ -117,7 +117,7 @@ async fn partitions(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>
     Ok(ps)
 }
 
-async fn list_offsets(
+pub(crate) async fn list_offsets(
     client: &mut Client,
     topic: &str,
     parts: &[i32],

@@ -27,6 +27,7 @@ pub mod server;
 pub mod settings;
 pub mod supervisor;
 pub mod topics;
+pub mod topics_cli;
 pub mod txn;
 
 pub use broker::{Broker, Components};

@@ -59,6 +59,14 @@ enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
+    /// Topics: list (with how much is not in the table yet), describe, create, delete.
+    Topics {
+        /// A broker to talk to.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
     /// SASL users (SCRAM credentials in the metadata store): add, list, delete. Works on
     /// the metadata store of the settings given (stop an embedded-store broker first, or
     /// use AlterUserScramCredentials through a running one).
@@ -76,6 +84,25 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Every topic: partitions, end offsets, offsets not yet in the table.
+    List,
+    /// A topic's partitions (start, end, last offset in the table) and its own configs.
+    Describe { topic: String },
+    /// Creates a topic.
+    Create {
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// A topic config, `key=value` (repeatable), e.g. `retention.ms=86400000`.
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    /// Deletes a topic (its records, and its table's rows, are gone).
+    Delete { topic: String },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +251,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(groups(&bootstrap, command))
         }
+        Command::Topics { bootstrap, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(topics(&bootstrap, command))
+        }
         Command::Schemas { registry, command } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -280,6 +313,23 @@ async fn schemas(url: &str, command: SchemasCommand) -> anyhow::Result<()> {
             file,
             schema_type,
         } => cli::register(url, &subject, &file, &schema_type).await,
+    }
+}
+
+async fn topics(bootstrap: &str, command: TopicsCommand) -> anyhow::Result<()> {
+    use icestream::topics_cli;
+    match command {
+        TopicsCommand::List => topics_cli::list(bootstrap).await,
+        TopicsCommand::Describe { topic } => topics_cli::describe(bootstrap, &topic).await,
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            configs,
+        } => {
+            let configs = topics_cli::parse_configs(&configs)?;
+            topics_cli::create(bootstrap, &topic, partitions, &configs).await
+        }
+        TopicsCommand::Delete { topic } => topics_cli::delete(bootstrap, &topic).await,
     }
 }
 

@@ -572,6 +572,27 @@ async fn batches_changed_at_rest_are_quarantined_not_folded() {
     assert_eq!(table_offsets(&env, &ident, None).await, vec![0, 3]);
 }
 
+// What ListOffsets answers for LATEST_TIERED (-5): the last offset in the table, past the
+// runs kept in the WAL and the WAL not folded yet.
+#[tokio::test]
+async fn the_last_table_offset_skips_kept_runs_and_the_unfolded_wal() {
+    let env = env().await;
+    let topic = env.topic("tiered").await;
+    let last = || async { env.meta.last_table_offset(topic.id, 0).await.expect("meta") };
+    assert_eq!(last().await, None);
+    env.produce(&topic, &["a", "b"]).await;
+    assert_eq!(last().await, None, "nothing folded yet");
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 2);
+    assert_eq!(last().await, Some(1));
+    // A quarantined batch stays in the WAL after the round that folds the rest.
+    env.produce(&topic, &["c"]).await;
+    env.produce_batch(&topic, lying_batch(3), 3).await;
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 1);
+    assert_eq!(last().await, Some(2));
+    env.produce(&topic, &["d"]).await;
+    assert_eq!(last().await, Some(2), "the WAL not folded yet");
+}
+
 /// Offsets of the table's current snapshot (or of `snapshot`), in scan order.
 async fn table_offsets(env: &Env, ident: &TableIdent, snapshot: Option<i64>) -> Vec<i64> {
     use arrow_array::cast::AsArray;

@@ -1,6 +1,7 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local"), latest (-1), max timestamp (-3),
-//! and by timestamp (the first offset whose record timestamp is >= T, exactly). Under
-//! read_committed (v2+), latest is the last stable offset.
+//! latest tiered (-5: the table is the tier, so the last offset folded into the table, or
+//! -1 before any is), and by timestamp (the first offset whose record timestamp is >= T,
+//! exactly). Under read_committed (v2+), latest is the last stable offset.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -18,6 +19,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Broker,
@@ -83,6 +85,12 @@ async fn lookup(
         LATEST => Ok(Some((plog.read_limit(committed), -1))),
         EARLIEST | EARLIEST_LOCAL => Ok(Some((plog.log_start(), -1))),
         MAX_TIMESTAMP => broker.log.max_timestamp_offset(topic_id, partition).await,
+        LATEST_TIERED => broker
+            .meta
+            .last_table_offset(topic_id, partition)
+            .await
+            .map(|last| Some((last.unwrap_or(-1), -1)))
+            .map_err(Into::into),
         t if t >= 0 => {
             broker
                 .log

@@ -237,6 +237,35 @@ impl MetaStore {
             .await
     }
 
+    /// The last offset of a partition whose records are in its table (the last index entry
+    /// that names a table file), or `None` if none is. Entries after it are the WAL not yet
+    /// folded, and the runs kept in the WAL (transaction markers, aborted or quarantined
+    /// batches): read from the end, a page at a time.
+    pub async fn last_table_offset(&self, topic_id: Uuid, partition: i32) -> Result<Option<i64>> {
+        const PAGE: usize = 512;
+        self.kv
+            .read(|tx| {
+                Box::pin(async move {
+                    let begin = keys::index_prefix(topic_id, partition);
+                    let mut end = prefix_end(&begin);
+                    loop {
+                        let rows = tx.get_range(&begin, &end, PAGE, true).await?;
+                        for (k, v) in &rows {
+                            let last = keys::index_last_offset(k).unwrap_or_default();
+                            if let Location::Table { .. } = IndexEntry::decode(last, v)?.location {
+                                return Ok(Some(last));
+                            }
+                        }
+                        match rows.last() {
+                            Some((k, _)) if rows.len() == PAGE => end = k.to_vec(),
+                            _ => return Ok(None),
+                        }
+                    }
+                })
+            })
+            .await
+    }
+
     /// Index entries of a partition whose last offset is `>= offset`, ascending, at most
     /// `limit` (0 = all).
     pub async fn index_entries(
