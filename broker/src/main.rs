@@ -428,6 +428,15 @@ async fn compactor(settings: Settings) -> anyhow::Result<()> {
     let objects = icestream_storage::Objects::open(&settings.object_store_url())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let holder = format!("compactor-{}", uuid::Uuid::new_v4().simple());
+    // The WAL the rounds release is collected here too: a standalone compactor beside
+    // brokers with `compaction=false` leaves no segment behind.
+    let gc = tokio::spawn(icestream_compactor::wal_gc::run(
+        meta.clone(),
+        objects.clone(),
+        std::time::Duration::from_millis(settings.segment_grace_ms),
+        std::time::Duration::from_millis(settings.gc_interval_ms),
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(icestream::compaction::run(
         settings,
         meta,
@@ -440,6 +449,7 @@ async fn compactor(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     task.await?;
+    gc.await?;
     Ok(())
 }
 

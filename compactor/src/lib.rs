@@ -11,6 +11,7 @@ pub mod proto;
 pub mod rewrite;
 pub mod round;
 pub mod typed;
+pub mod wal_gc;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -572,6 +572,78 @@ async fn batches_changed_at_rest_are_quarantined_not_folded() {
     assert_eq!(table_offsets(&env, &ident, None).await, vec![0, 3]);
 }
 
+// The compactor collects the WAL its rounds release (standalone too): segments no entry
+// points at any more once the grace period is over, and old orphans; never a segment an
+// entry still points at.
+#[tokio::test]
+async fn released_segments_and_orphans_are_collected_after_the_grace_period() {
+    use icestream_compactor::wal_gc;
+    use std::time::Duration;
+    let env = env().await;
+    let topic = env.topic("collected").await;
+    env.produce(&topic, &["a", "b"]).await;
+    env.produce(&topic, &["c"]).await;
+    let folded = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    assert_eq!(env.round().run(&topic).await.expect("round").rows, 3);
+    env.produce(&topic, &["still in the WAL"]).await;
+    let orphan = uuid::Uuid::now_v7();
+    env.objects
+        .store
+        .put(
+            &env.objects.path(&segment_key(orphan)),
+            Bytes::from_static(b"never committed").into(),
+        )
+        .await
+        .expect("put");
+
+    // Within the grace period nothing goes.
+    let report = wal_gc::collect(&env.meta, &env.objects, Duration::from_secs(600))
+        .await
+        .expect("gc");
+    assert_eq!(report, wal_gc::WalGcReport::default());
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = wal_gc::collect(&env.meta, &env.objects, Duration::ZERO)
+        .await
+        .expect("gc");
+    assert_eq!(report.released_segments, 2, "{report:?}");
+    assert_eq!(report.orphan_segments, 1, "{report:?}");
+    let exists = |key: String| {
+        let path = env.objects.path(&key);
+        let store = env.objects.store.clone();
+        async move { store.head(&path).await.is_ok() }
+    };
+    for e in folded {
+        let icestream_storage::meta::Location::Wal { segment, .. } = e.location else {
+            panic!("a WAL entry before the round");
+        };
+        assert!(
+            !exists(segment_key(segment)).await,
+            "released segment deleted"
+        );
+    }
+    assert!(!exists(segment_key(orphan)).await, "orphan deleted");
+    let left = env
+        .meta
+        .index_entries(topic.id, 0, 0, 0)
+        .await
+        .expect("index");
+    let icestream_storage::meta::Location::Wal { segment, .. } = left[left.len() - 1].location
+    else {
+        panic!("the last entry is still in the WAL");
+    };
+    assert!(
+        exists(segment_key(segment)).await,
+        "a referenced segment stays"
+    );
+    let ident = table_ident("kafka", "collected").expect("ident");
+    assert_eq!(env.table_rows(&ident).await, 3);
+}
+
 // What ListOffsets answers for LATEST_TIERED (-5): the last offset in the table, past the
 // runs kept in the WAL and the WAL not folded yet.
 #[tokio::test]

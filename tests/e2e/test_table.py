@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Broker, free_port
+from helpers import Broker, free_port, icestream_bin
 from tables import duckdb_count, rows, sql_catalog, wait_for_rows
 from test_observability import get, metric
 from workload import (assert_same, consume, create_topic, expected_tuple, make_records,
@@ -199,3 +199,46 @@ def test_unreferenced_table_metadata_is_swept(make_broker):
     got = wait_for_rows(catalog, topic, len(acked))
     assert sorted(got) == sorted(acked)
     assert duckdb_count(table.metadata_location.removeprefix("file://")) == len(acked)
+
+
+def test_a_standalone_compactor_folds_and_collects_the_wal(make_broker, postgres_url, tmp_path):
+    """Brokers with `compaction=false` and one `icestream compactor` process (sharing the
+    PostgreSQL metadata store and the object store): the compactor folds the topic into its
+    table and deletes the WAL segments its rounds released. The broker's own collector is
+    held off (one pass an hour), so what goes is the compactor's doing."""
+    import os
+    import signal
+    broker = make_broker({"metadata": postgres_url, "compaction": "false",
+                          "gc_interval_ms": 3_600_000, "segment_grace_ms": 10_000})
+    create_topic(broker.bootstrap, "alone", 2)
+    records = make_records(2000, 2, seed=93)
+    acked, errors = produce(broker.bootstrap, "alone", records)
+    assert not errors
+    wal = Path(broker.data_dir) / "objects" / "wal"
+
+    def segments():
+        return [p for p in wal.iterdir() if p.suffix == ".seg"] if wal.exists() else []
+
+    assert segments(), "the records were written to WAL segments"
+    args = [icestream_bin(), "compactor", "--data-dir", str(broker.data_dir)]
+    for k, v in {"metadata": postgres_url, "compaction_interval_ms": 300,
+                 "gc_interval_ms": 300, "segment_grace_ms": 10_000}.items():
+        args += ["--set", f"{k}={v}"]
+    log = open(tmp_path / "compactor.log", "ab")
+    env = {**os.environ, "RUST_LOG": "info"}
+    compactor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        table = wait_for_rows(sql_catalog(broker), "alone", len(acked))
+        for k, rec in acked.items():
+            assert table[k] == expected_tuple(rec), f"row {k} differs"
+        deadline = time.time() + 60
+        while time.time() < deadline and segments():
+            assert compactor.poll() is None, (tmp_path / "compactor.log").read_text()
+            time.sleep(0.3)
+        assert not segments(), "the compactor did not collect the WAL it released"
+        assert "wal_gc.pass" in (tmp_path / "compactor.log").read_text()
+        # Consumers read it all back from the table's files.
+        assert_same(acked, consume(broker.bootstrap, "alone", 2, len(acked)))
+    finally:
+        compactor.send_signal(signal.SIGTERM)
+        assert compactor.wait(timeout=30) == 0
