@@ -19,6 +19,7 @@ pub mod fetch_sessions;
 pub mod gc;
 pub mod groups;
 pub mod groups_cli;
+pub mod http_serve;
 pub mod log;
 pub mod metrics;
 pub mod registry;

@@ -106,6 +106,26 @@ def test_avro_records_round_trip_through_the_registry(registry_broker):
     assert got == users
 
 
+def test_slow_or_idle_clients_do_not_hold_the_registry(registry_broker):
+    """A client that never finishes its request head is disconnected after the 10 s
+    header-read timeout, and serves nobody meanwhile: Confluent's client still answers."""
+    import socket
+    host, port = registry_broker.registry_url.removeprefix("http://").split(":")
+    slow = socket.create_connection((host, int(port)))
+    slow.sendall(b"GET /subjects HTTP/1.1\r\nHost: x\r\n")
+    idle = socket.create_connection((host, int(port)))
+    try:
+        assert SchemaRegistryClient({"url": registry_broker.registry_url}).get_subjects() == []
+        started = time.time()
+        for s in (slow, idle):
+            s.settimeout(20)
+            assert s.recv(1) == b"", "a connection without a request head stayed open"
+        assert time.time() - started < 15
+    finally:
+        slow.close()
+        idle.close()
+
+
 def test_compatibility_levels_are_enforced(registry_broker):
     client = SchemaRegistryClient({"url": registry_broker.registry_url})
     subject = "orders-value"

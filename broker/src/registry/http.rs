@@ -55,12 +55,17 @@ pub async fn serve(
             }
         },
     ));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    {
-        tracing::warn!(error = %e, "schema registry endpoint stopped");
-    }
+    crate::http_serve::serve(
+        "schema registry",
+        listener,
+        app,
+        crate::http_serve::Limits {
+            max_connections: 256,
+            ..Default::default()
+        },
+        shutdown,
+    )
+    .await;
 }
 
 pub fn router(registry: Arc<Registry>) -> Router {
