@@ -76,7 +76,7 @@ pub struct Broker {
     pub log: Arc<Log>,
     pub appender: Appender,
     pub groups: Arc<crate::groups::Coordinator>,
-    pub consumer_groups: Arc<crate::consumer_groups::ConsumerGroups>,
+    pub consumer_groups: Arc<crate::groups::ConsumerGroups>,
     pub cluster: Arc<crate::cluster::Cluster>,
     pub transactions: Arc<crate::txn::Transactions>,
     pub registry: Arc<crate::registry::Registry>,
@@ -211,8 +211,8 @@ impl Broker {
         ));
         let group_timers = tokio::spawn(groups.clone().run_timers(shutdown_for_groups.clone()));
         let topics = Arc::new(Topics::new(meta.clone()));
-        let consumer_groups = Arc::new(crate::consumer_groups::ConsumerGroups::new(
-            crate::consumer_groups::ConsumerGroupConfig {
+        let consumer_groups = Arc::new(crate::groups::ConsumerGroups::new(
+            crate::groups::ConsumerGroupConfig {
                 heartbeat_interval_ms: settings.group_consumer_heartbeat_interval_ms,
                 session_timeout: std::time::Duration::from_millis(
                     settings.group_consumer_session_timeout_ms,

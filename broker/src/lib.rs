@@ -13,7 +13,6 @@ mod cache;
 pub mod cluster;
 pub mod compaction;
 pub mod connection;
-pub mod consumer_groups;
 pub mod errors;
 pub mod fetch_sessions;
 pub mod gc;

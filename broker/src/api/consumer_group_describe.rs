@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::broker::Broker;
-use crate::consumer_groups::Partitions;
+use crate::groups::consumer::Partitions;
 use crate::security::acl::{op, resource};
 
 async fn wire(broker: &Broker, p: &Partitions) -> Assignment {

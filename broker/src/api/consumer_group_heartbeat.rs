@@ -1,4 +1,4 @@
-//! ConsumerGroupHeartbeat: the KIP-848 protocol (see `crate::consumer_groups`).
+//! ConsumerGroupHeartbeat: the KIP-848 protocol (see `crate::groups::consumer`).
 
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::ResponseError;

@@ -1,4 +1,4 @@
-//! JoinGroup: the classic protocol's join barrier (see `crate::groups`).
+//! JoinGroup: the classic protocol's join barrier (see `crate::groups::classic`).
 
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 

@@ -1215,6 +1215,114 @@ mod tests {
         }
     }
 
+    /// A new group's join barrier waits `group.initial.rebalance.delay` for more members,
+    /// each newcomer extending it, then answers every member at once with one generation.
+    /// (Time is paused: the clock moves only when every task waits.)
+    #[tokio::test(start_paused = true)]
+    async fn the_join_barrier_waits_out_the_initial_delay() {
+        let (c, _dir) = coordinator_with(GroupConfig {
+            initial_rebalance_delay: Duration::from_secs(3),
+            ..GroupConfig::default()
+        })
+        .await;
+        let join = |instance: &'static str| {
+            let c = c.clone();
+            tokio::spawn(async move { c.join(join_request("", instance, b""), 7, client()).await })
+        };
+        let first = join("a");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!first.is_finished(), "inside the initial delay");
+        let second = join("b");
+        // 4.5 s after the first join: the second one moved the deadline to 5 s.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            !first.is_finished() && !second.is_finished(),
+            "delay extended"
+        );
+        let started = Instant::now();
+        let (a, b) = (first.await.expect("join a"), second.await.expect("join b"));
+        assert!(
+            started.elapsed() <= Duration::from_millis(700),
+            "answered at the deadline"
+        );
+        assert_eq!((a.error_code, b.error_code), (0, 0));
+        assert_eq!(a.generation_id, b.generation_id);
+        assert_eq!(a.leader, b.leader);
+        let leader = if a.leader == a.member_id { &a } else { &b };
+        assert_eq!(leader.members.len(), 2, "the leader assigns for both");
+    }
+
+    /// A static member away for less than its session timeout takes its place back
+    /// without a rebalance; once it stays away longer, it is removed and the group
+    /// rebalances. (Time is paused.)
+    #[tokio::test(start_paused = true)]
+    async fn a_static_member_keeps_its_place_only_within_its_session() {
+        let (c, _dir) = coordinator().await;
+        let (ja, jb) = tokio::join!(
+            c.join(join_request("", "a", b""), 7, client()),
+            c.join(join_request("", "b", b""), 7, client())
+        );
+        let generation = ja.generation_id;
+        let (a, b) = (ja.member_id.to_string(), jb.member_id.to_string());
+        let assignment = [(a.as_str(), "pa"), (b.as_str(), "pb")];
+        let leader_sync = |m: &str| {
+            if ja.leader == ja.member_id {
+                m == a
+            } else {
+                m == b
+            }
+        };
+        let (sa, sb) = tokio::join!(
+            c.sync(
+                sync_request(
+                    &a,
+                    generation,
+                    if leader_sync(&a) { &assignment } else { &[] }
+                ),
+                5
+            ),
+            c.sync(
+                sync_request(
+                    &b,
+                    generation,
+                    if leader_sync(&b) { &assignment } else { &[] }
+                ),
+                5
+            )
+        );
+        assert_eq!((sa.error_code, sb.error_code), (0, 0));
+        // a is silent for 4 s of its 6 s session while b heartbeats.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(c.heartbeat("g", generation, &b, None).await, Ok(()));
+        }
+        let back = c.join(join_request("", "a", b""), 7, client()).await;
+        assert_eq!(back.error_code, 0);
+        assert_eq!(back.generation_id, generation, "no rebalance");
+        let a = back.member_id.to_string();
+        let synced = c.sync(sync_request(&a, generation, &[]), 5).await;
+        assert_eq!(&synced.assignment[..], b"pa");
+        // Now a stays away past its session: it is removed, b must rejoin.
+        let mut rebalancing = false;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match c.heartbeat("g", generation, &b, None).await {
+                Ok(()) => {}
+                Err(ResponseError::RebalanceInProgress) => {
+                    rebalancing = true;
+                    break;
+                }
+                Err(e) => panic!("heartbeat: {e:?}"),
+            }
+        }
+        assert!(rebalancing, "a's lapsed session started a rebalance");
+        let view = c.view("g").await.expect("view").expect("group");
+        assert!(
+            view.members.iter().all(|m| m.member_id != a),
+            "a was removed"
+        );
+    }
+
     /// Static members that close do not leave; once their session lapses the group is
     /// empty and DeleteGroups succeeds at once, not a timer tick later (librdkafka's 0081
     /// deletes such groups exactly one session after closing them).
