@@ -165,7 +165,8 @@ impl DirectFs {
                 .unwrap_or(std::path::Path::new("/"))
                 .to_path_buf();
             create_dirs_durably(&dir).map_err(|e| io_err(&dir, e))?;
-            // `#` marks staging files, which LocalFileSystem's listings skip.
+            // `#<hex>` marks staging files. LocalFileSystem's listings skip only `#<digits>`
+            // names, so these are listed while they exist; no key a reader parses has a `#`.
             let staging = PathBuf::from(format!(
                 "{}#{}",
                 path.display(),
