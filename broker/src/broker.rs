@@ -9,11 +9,11 @@ use icestream_storage::{MetaError, MetaStore, Objects, SystemClock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::appender::{Appender, AppenderConfig};
+use crate::cluster::topics::Topics;
+use crate::log::appender::{Appender, AppenderConfig};
 use crate::log::Log;
 use crate::security::ListenerConfig;
 use crate::settings::Settings;
-use crate::topics::Topics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -82,7 +82,7 @@ pub struct Broker {
     pub registry: Arc<crate::registry::Registry>,
     pub security: Arc<crate::security::Security>,
     /// The cluster's dynamic broker configs (AlterConfigs on the broker resource).
-    pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
+    pub dynamic: Arc<crate::cluster::broker_configs::DynamicConfigs>,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_sessions::FetchSessions,
 }
@@ -262,7 +262,9 @@ impl Broker {
                 shutdown_for_txns.clone(),
             ));
         }
-        let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::new(meta.clone()));
+        let dynamic = Arc::new(crate::cluster::broker_configs::DynamicConfigs::new(
+            meta.clone(),
+        ));
         dynamic.reload().await?;
         tokio::spawn(dynamic.clone().run(
             std::time::Duration::from_millis(settings.metadata_refresh_ms.max(10)),

@@ -6,7 +6,7 @@ use icestream_storage::validate::ValidationError;
 use icestream_storage::MetaError;
 use kafka_protocol::ResponseError;
 
-use crate::appender::AppendError;
+use crate::log::appender::AppendError;
 use crate::log::ReadError;
 
 pub const NONE: i16 = 0;

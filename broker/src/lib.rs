@@ -1,15 +1,14 @@
 //! icestream's broker: the Kafka wire protocol server over icestream's storage.
 //!
-//! Layers: [`server`] (listener) → [`connection`] (framing, ordering) → [`api`] (dispatch,
-//! one module per Kafka API) → the broker's components: [`topics`], [`appender`] (write
-//! path), [`log`] (read path), [`gc`].
+//! Layers: [`server`] (listener) → [`connection`] (framing, ordering) → [`api`] (the
+//! protocol: dispatch, one module per Kafka API) → the broker's components: [`log`] (the
+//! write path, [`log::appender`], and the read path with its cache), [`groups`] (the
+//! group coordinators), [`cluster`] (live brokers, topics, dynamic broker configs),
+//! [`txn`] (transactions), [`gc`].
 
 pub mod admin_http;
 pub mod api;
-pub mod appender;
 pub mod broker;
-pub mod broker_configs;
-mod cache;
 pub mod cluster;
 pub mod compaction;
 pub mod connection;
@@ -26,7 +25,6 @@ pub mod security;
 pub mod server;
 pub mod settings;
 pub mod supervisor;
-pub mod topics;
 pub mod topics_cli;
 pub mod txn;
 

@@ -29,9 +29,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::appender::{Appender, PartitionInput};
 use crate::cluster::Cluster;
 use crate::errors;
+use crate::log::appender::{Appender, PartitionInput};
 
 /// Coordinator settings (Kafka's names in the comments).
 #[derive(Debug, Clone)]

@@ -15,9 +15,9 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::cluster::topics::{effective_config, validate_config};
 use crate::errors;
 use crate::security::acl::{self, op, resource};
-use crate::topics::{effective_config, validate_config};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -66,10 +66,12 @@ async fn apply_broker(
     }
     for (config, value) in &changes {
         let checked = match value {
-            Some(v) => {
-                crate::broker_configs::validate(config, v, broker.settings.max_inflight_bytes)
-            }
-            None => crate::broker_configs::check_name(config),
+            Some(v) => crate::cluster::broker_configs::validate(
+                config,
+                v,
+                broker.settings.max_inflight_bytes,
+            ),
+            None => crate::cluster::broker_configs::check_name(config),
         };
         checked.map_err(|m| (ResponseError::InvalidConfig, m))?;
     }
@@ -95,7 +97,7 @@ async fn apply_topic(
     for (name, value) in &changes {
         if let Some(v) = value {
             validate_config(name, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
-        } else if crate::topics::config_def(name).is_none() {
+        } else if crate::cluster::topics::config_def(name).is_none() {
             return Err((
                 ResponseError::InvalidConfig,
                 format!("unknown topic config {name:?}"),
@@ -181,7 +183,9 @@ pub async fn incremental(
             match c.config_operation {
                 SET => changes.push((name, value)),
                 DELETE => changes.push((name, None)),
-                APPEND | SUBTRACT if is_broker && !crate::broker_configs::is_list(&name) => {
+                APPEND | SUBTRACT
+                    if is_broker && !crate::cluster::broker_configs::is_list(&name) =>
+                {
                     error = Some((
                         ResponseError::InvalidConfig,
                         format!("{name} is not a list: APPEND and SUBTRACT do not apply"),

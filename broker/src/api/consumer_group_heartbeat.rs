@@ -1,10 +1,13 @@
 //! ConsumerGroupHeartbeat: the KIP-848 protocol (see `crate::groups::consumer`).
 
+use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::groups::consumer::{HeartbeatOutcome, Partitions};
 
 pub async fn handle(
     broker: &Broker,
@@ -27,8 +30,36 @@ pub async fn handle(
         .map(|c| c.to_string())
         .unwrap_or_default();
     let host = format!("/{}", ctx.peer.ip());
-    broker
-        .consumer_groups
-        .heartbeat(req, ctx.version, &broker.topics, client_id, host)
-        .await
+    response(
+        broker
+            .consumer_groups
+            .heartbeat(req, ctx.version, &broker.topics, client_id, host)
+            .await,
+    )
+}
+
+fn response(outcome: HeartbeatOutcome) -> ConsumerGroupHeartbeatResponse {
+    let s = |v: &str| StrBytes::from_string(v.to_string());
+    match outcome {
+        Err((error, message)) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(s(message))),
+        Ok(h) => ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(s(&h.member_id)))
+            .with_member_epoch(h.member_epoch)
+            .with_heartbeat_interval_ms(h.heartbeat_interval_ms)
+            .with_assignment(h.assignment.as_ref().map(assignment)),
+    }
+}
+
+fn assignment(p: &Partitions) -> Assignment {
+    Assignment::default().with_topic_partitions(
+        p.iter()
+            .map(|(t, ps)| {
+                TopicPartitions::default()
+                    .with_topic_id(*t)
+                    .with_partitions(ps.iter().copied().collect())
+            })
+            .collect(),
+    )
 }

@@ -12,9 +12,9 @@ use kafka_protocol::ResponseError;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::cluster::topics::{validate_config, validate_name, TOPIC_CONFIGS};
 use crate::errors;
 use crate::security::acl::{self, op, resource};
-use crate::topics::{validate_config, validate_name, TOPIC_CONFIGS};
 
 /// `config_source` values of Kafka's DescribeConfigs and CreateTopics.
 pub const SOURCE_TOPIC: i8 = 1;

@@ -10,9 +10,9 @@ use kafka_protocol::ResponseError;
 use super::create_topics::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::Context;
 use crate::broker::Broker;
+use crate::cluster::topics::TOPIC_CONFIGS;
 use crate::errors;
 use crate::security::acl::{self, op, resource};
-use crate::topics::TOPIC_CONFIGS;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;

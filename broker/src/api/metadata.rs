@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::Context;
 use crate::broker::Broker;
+use crate::cluster::topics::validate_name;
 use crate::cluster::Cluster;
 use crate::errors;
 use crate::log::LEADER_EPOCH;
 use crate::security::acl::{self, op, resource};
-use crate::topics::validate_name;
 
 /// "Authorized operations" value meaning the broker did not compute them.
 const OPERATIONS_OMITTED: i32 = i32::MIN;

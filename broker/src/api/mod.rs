@@ -24,7 +24,7 @@ mod fetch;
 mod find_coordinator;
 mod heartbeat;
 mod init_producer_id;
-mod join_group;
+pub(crate) mod join_group;
 mod leave_group;
 pub mod legacy;
 mod list_groups;
@@ -38,7 +38,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sasl;
 mod scram_credentials;
-mod sync_group;
+pub(crate) mod sync_group;
 mod txn_offset_commit;
 
 use std::future::Future;

@@ -31,11 +31,11 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{respond, Context, ResponseFuture};
-use crate::appender::{AppendReply, PartitionInput};
 use crate::broker::Broker;
+use crate::cluster::topics::effective_config;
 use crate::errors;
+use crate::log::appender::{AppendReply, PartitionInput};
 use crate::security::acl::{op, resource};
-use crate::topics::effective_config;
 
 /// Where each partition of the response comes from.
 enum Slot {
@@ -237,7 +237,7 @@ pub async fn admit(
             None => Ok(Vec::new()),
             Some(Ok(rx)) => rx
                 .await
-                .unwrap_or(Err(crate::appender::AppendError::ShuttingDown)),
+                .unwrap_or(Err(crate::log::appender::AppendError::ShuttingDown)),
             Some(Err(e)) => Err(e),
         };
         let response = build_response(topics, &outcome, version);

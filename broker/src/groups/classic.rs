@@ -13,15 +13,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use icestream_storage::meta::{GroupRecord, StoredMember};
 use icestream_storage::{MetaError, MetaStore};
-use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::{
-    JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{JoinGroupRequest, SyncGroupRequest};
 use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::registry::Registry;
 
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -74,8 +72,8 @@ struct Member {
     protocols: Vec<(String, Bytes)>,
     assignment: Bytes,
     last_heartbeat: Instant,
-    join_waiter: Option<(oneshot::Sender<JoinGroupResponse>, i16)>,
-    sync_waiter: Option<oneshot::Sender<SyncGroupResponse>>,
+    join_waiter: Option<oneshot::Sender<JoinOutcome>>,
+    sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
 }
 
 impl Member {
@@ -121,23 +119,51 @@ pub struct MemberView {
     pub assignment: Bytes,
 }
 
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
+/// What a JoinGroup gets: a place in a generation, or an error about `member_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined(Joined),
+    Failed {
+        error: ResponseError,
+        member_id: String,
+    },
 }
 
-fn join_error(code: ResponseError, member_id: &str, version: i16) -> JoinGroupResponse {
-    let mut r = JoinGroupResponse::default()
-        .with_error_code(code.code())
-        .with_generation_id(-1)
-        .with_member_id(s(member_id));
-    if version >= 7 {
-        r = r.with_protocol_name(None);
+/// A member's place in a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: String,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member with its metadata for the chosen protocol: for the leader only (it
+    /// assigns), empty for the others.
+    pub members: Vec<JoinedMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+/// What a SyncGroup gets: the member's assignment, or an error.
+pub type SyncOutcome = Result<Synced, ResponseError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub assignment: Bytes,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+}
+
+fn join_error(error: ResponseError, member_id: &str) -> JoinOutcome {
+    JoinOutcome::Failed {
+        error,
+        member_id: member_id.to_string(),
     }
-    r
-}
-
-fn sync_error(code: ResponseError) -> SyncGroupResponse {
-    SyncGroupResponse::default().with_error_code(code.code())
 }
 
 impl Group {
@@ -249,7 +275,7 @@ impl Group {
         // Members waiting for a SyncGroup answer must rejoin.
         for m in self.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(sync_error(ResponseError::RebalanceInProgress));
+                let _ = w.send(Err(ResponseError::RebalanceInProgress));
             }
         }
         let now = Instant::now();
@@ -354,54 +380,43 @@ impl Group {
         let leader = self.leader.clone().unwrap_or_default();
         self.state = State::CompletingRebalance;
         self.deadline = Some(Instant::now() + self.rebalance_timeout());
-        let all: Vec<JoinGroupResponseMember> = self
+        let all: Vec<JoinedMember> = self
             .members
             .values()
-            .map(|m| {
-                JoinGroupResponseMember::default()
-                    .with_member_id(s(&m.id))
-                    .with_group_instance_id(m.instance_id.as_deref().map(s))
-                    .with_metadata(m.metadata_for(&protocol))
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata_for(&protocol),
             })
             .collect();
         let generation = self.generation;
         let protocol_type = self.protocol_type.clone();
         for m in self.members.values_mut() {
             m.last_heartbeat = Instant::now();
-            if let Some((w, version)) = m.join_waiter.take() {
-                let mut r = JoinGroupResponse::default()
-                    .with_generation_id(generation)
-                    .with_protocol_name(Some(s(&protocol)))
-                    .with_leader(s(&leader))
-                    .with_member_id(s(&m.id));
-                if version >= 7 {
-                    r = r.with_protocol_type(protocol_type.as_deref().map(s));
-                }
-                if m.id == leader {
-                    let members = all
-                        .iter()
-                        .cloned()
-                        .map(|mut jm| {
-                            if version < 5 {
-                                jm.group_instance_id = None;
-                            }
-                            jm
-                        })
-                        .collect();
-                    r = r.with_members(members);
-                }
-                let _ = w.send(r);
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinOutcome::Joined(Joined {
+                    generation,
+                    protocol_type: protocol_type.clone(),
+                    protocol: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: m.id.clone(),
+                    members: if m.id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
+                }));
             }
         }
     }
 
     fn remove_member(&mut self, id: &str, config: &GroupConfig) {
         if let Some(m) = self.members.remove(id) {
-            if let Some((w, version)) = m.join_waiter {
-                let _ = w.send(join_error(ResponseError::UnknownMemberId, id, version));
+            if let Some(w) = m.join_waiter {
+                let _ = w.send(join_error(ResponseError::UnknownMemberId, id));
             }
             if let Some(w) = m.sync_waiter {
-                let _ = w.send(sync_error(ResponseError::UnknownMemberId));
+                let _ = w.send(Err(ResponseError::UnknownMemberId));
             }
         }
         if self.leader.as_deref() == Some(id) {
@@ -455,7 +470,7 @@ pub struct ClientInfo {
 pub struct Coordinator {
     meta: MetaStore,
     config: GroupConfig,
-    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    groups: Registry<Group>,
 }
 
 impl Coordinator {
@@ -463,47 +478,43 @@ impl Coordinator {
         Self {
             meta,
             config,
-            groups: Mutex::new(HashMap::new()),
+            groups: Registry::default(),
         }
     }
 
     /// The group, loaded from its record on first use.
     async fn group(&self, id: &str) -> Result<Arc<Mutex<Group>>, MetaError> {
-        if let Some(g) = self.groups.lock().await.get(id) {
-            return Ok(g.clone());
+        if let Some(g) = self.groups.get(id).await {
+            return Ok(g);
         }
         let loaded = match self.meta.load_group(id).await? {
             Some(r) => Group::from_record(r),
             None => Group::new(id),
         };
-        let mut groups = self.groups.lock().await;
-        Ok(groups
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(loaded)))
-            .clone())
+        Ok(self.groups.insert_if_absent(id, loaded).await)
     }
 
     /// Drops a group's in-memory state (another broker coordinates it now); parked
     /// requests are answered with NOT_COORDINATOR.
     pub async fn forget(&self, id: &str) {
-        let Some(group) = self.groups.lock().await.remove(id) else {
+        let Some(group) = self.groups.remove(id).await else {
             return;
         };
         let mut g = group.lock().await;
         for m in g.members.values_mut() {
-            if let Some((w, v)) = m.join_waiter.take() {
-                let _ = w.send(join_error(ResponseError::NotCoordinator, &m.id, v));
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(join_error(ResponseError::NotCoordinator, &m.id));
             }
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(sync_error(ResponseError::NotCoordinator));
+                let _ = w.send(Err(ResponseError::NotCoordinator));
             }
         }
     }
 
     /// The group if it exists in memory or as a record.
     pub async fn existing(&self, id: &str) -> Result<Option<Arc<Mutex<Group>>>, MetaError> {
-        if let Some(g) = self.groups.lock().await.get(id) {
-            return Ok(Some(g.clone()));
+        if let Some(g) = self.groups.get(id).await {
+            return Ok(Some(g));
         }
         if self.meta.load_group(id).await?.is_some() {
             return self.group(id).await.map(Some);
@@ -521,40 +532,38 @@ impl Coordinator {
         }
     }
 
+    /// JoinGroup at request `version` (it decides the member-id handshake, v4+, and
+    /// whether the request carries a rebalance timeout, v1+).
     pub async fn join(
         &self,
         req: JoinGroupRequest,
         version: i16,
         client: ClientInfo,
-    ) -> JoinGroupResponse {
+    ) -> JoinOutcome {
         let group_id = req.group_id.0.to_string();
         let member_id = req.member_id.to_string();
         if group_id.is_empty() {
-            return join_error(ResponseError::InvalidGroupId, &member_id, version);
+            return join_error(ResponseError::InvalidGroupId, &member_id);
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
-            return join_error(ResponseError::InvalidSessionTimeout, &member_id, version);
+            return join_error(ResponseError::InvalidSessionTimeout, &member_id);
         }
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
-            return join_error(
-                ResponseError::InconsistentGroupProtocol,
-                &member_id,
-                version,
-            );
+            return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
         }
         let group = match self.group(&group_id).await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(group = %group_id, error = %e, "loading group failed");
-                return join_error(ResponseError::CoordinatorNotAvailable, &member_id, version);
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
             }
         };
         let rx = {
             let mut g = group.lock().await;
             if g.state == State::Dead {
-                return join_error(ResponseError::CoordinatorNotAvailable, &member_id, version);
+                return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
             }
             let protocol_type = req.protocol_type.to_string();
             let protocols: Vec<(String, Bytes)> = req
@@ -570,11 +579,7 @@ impl Coordinator {
                         .any(|(n, _)| protocols.iter().any(|(p, _)| p == n))
                 });
                 if !same_type || !shared {
-                    return join_error(
-                        ResponseError::InconsistentGroupProtocol,
-                        &member_id,
-                        version,
-                    );
+                    return join_error(ResponseError::InconsistentGroupProtocol, &member_id);
                 }
             }
             let instance_id = req.group_instance_id.as_ref().map(|i| i.to_string());
@@ -592,12 +597,11 @@ impl Coordinator {
                         .map(|m| m.id.clone());
                     if let Some(old) = old {
                         if let Some(mut m) = g.members.remove(&old) {
-                            if let Some((w, v)) = m.join_waiter.take() {
-                                let _ =
-                                    w.send(join_error(ResponseError::FencedInstanceId, &old, v));
+                            if let Some(w) = m.join_waiter.take() {
+                                let _ = w.send(join_error(ResponseError::FencedInstanceId, &old));
                             }
                             if let Some(w) = m.sync_waiter.take() {
-                                let _ = w.send(sync_error(ResponseError::FencedInstanceId));
+                                let _ = w.send(Err(ResponseError::FencedInstanceId));
                             }
                             replaced_static = Some(g.leader.clone().unwrap_or_default());
                             m.id = id.clone();
@@ -610,12 +614,12 @@ impl Coordinator {
                 } else if version >= 4 {
                     // KIP-394: the member must come back with the id we give it.
                     g.pending.insert(id.clone());
-                    return join_error(ResponseError::MemberIdRequired, &id, version);
+                    return join_error(ResponseError::MemberIdRequired, &id);
                 }
             } else if g.fenced(instance_id.as_deref(), &id) {
-                return join_error(ResponseError::FencedInstanceId, &id, version);
+                return join_error(ResponseError::FencedInstanceId, &id);
             } else if !g.members.contains_key(&id) && !g.pending.contains(&id) {
-                return join_error(ResponseError::UnknownMemberId, &id, version);
+                return join_error(ResponseError::UnknownMemberId, &id);
             }
             g.pending.remove(&id);
             let (tx, rx) = oneshot::channel();
@@ -645,8 +649,8 @@ impl Coordinator {
             member.protocols = protocols;
             member.protocol_type = protocol_type.clone();
             member.last_heartbeat = Instant::now();
-            if let Some((old, v)) = member.join_waiter.replace((tx, version)) {
-                let _ = old.send(join_error(ResponseError::UnknownMemberId, &id, v));
+            if let Some(old) = member.join_waiter.replace(tx) {
+                let _ = old.send(join_error(ResponseError::UnknownMemberId, &id));
             }
             if g.members.len() == 1 {
                 g.protocol_type = Some(protocol_type);
@@ -669,17 +673,15 @@ impl Coordinator {
                         .clone()
                         .unwrap_or_else(|| g.leader.clone().unwrap_or_default());
                     let protocol_type = g.protocol_type.clone();
-                    if let Some((w, v)) = g.members.get_mut(&id).and_then(|m| m.join_waiter.take())
-                    {
-                        let mut r = JoinGroupResponse::default()
-                            .with_generation_id(generation)
-                            .with_protocol_name(Some(s(&protocol)))
-                            .with_leader(s(&leader))
-                            .with_member_id(s(&id));
-                        if v >= 7 {
-                            r = r.with_protocol_type(protocol_type.as_deref().map(s));
-                        }
-                        let _ = w.send(r);
+                    if let Some(w) = g.members.get_mut(&id).and_then(|m| m.join_waiter.take()) {
+                        let _ = w.send(JoinOutcome::Joined(Joined {
+                            generation,
+                            protocol_type,
+                            protocol,
+                            leader,
+                            member_id: id.clone(),
+                            members: Vec::new(),
+                        }));
                     }
                 }
                 State::PreparingRebalance => {
@@ -702,27 +704,28 @@ impl Coordinator {
             rx
         };
         rx.await
-            .unwrap_or_else(|_| join_error(ResponseError::RebalanceInProgress, &member_id, version))
+            .unwrap_or_else(|_| join_error(ResponseError::RebalanceInProgress, &member_id))
     }
 
-    pub async fn sync(&self, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+    /// SyncGroup at request `version` (v5+ checks the protocol type and name it names).
+    pub async fn sync(&self, req: SyncGroupRequest, version: i16) -> SyncOutcome {
         let group_id = req.group_id.0.to_string();
         let member_id = req.member_id.to_string();
         let group = match self.existing(&group_id).await {
             Ok(Some(g)) => g,
-            Ok(None) => return sync_error(ResponseError::UnknownMemberId),
-            Err(_) => return sync_error(ResponseError::CoordinatorNotAvailable),
+            Ok(None) => return Err(ResponseError::UnknownMemberId),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable),
         };
         let (rx, to_save) = {
             let mut g = group.lock().await;
             if g.fenced(req.group_instance_id.as_deref(), &member_id) {
-                return sync_error(ResponseError::FencedInstanceId);
+                return Err(ResponseError::FencedInstanceId);
             }
             if !g.members.contains_key(&member_id) {
-                return sync_error(ResponseError::UnknownMemberId);
+                return Err(ResponseError::UnknownMemberId);
             }
             if req.generation_id != g.generation {
-                return sync_error(ResponseError::IllegalGeneration);
+                return Err(ResponseError::IllegalGeneration);
             }
             if version >= 5 {
                 let type_ok = req
@@ -734,26 +737,23 @@ impl Coordinator {
                     .as_ref()
                     .is_none_or(|n| Some(n.as_str()) == g.protocol.as_deref());
                 if !type_ok || !name_ok {
-                    return sync_error(ResponseError::InconsistentGroupProtocol);
+                    return Err(ResponseError::InconsistentGroupProtocol);
                 }
             }
             let respond = |g: &Group, m: &str| {
-                let mut r = SyncGroupResponse::default().with_assignment(
-                    g.members
+                Ok(Synced {
+                    assignment: g
+                        .members
                         .get(m)
                         .map(|m| m.assignment.clone())
                         .unwrap_or_default(),
-                );
-                if version >= 5 {
-                    r = r
-                        .with_protocol_type(g.protocol_type.as_deref().map(s))
-                        .with_protocol_name(g.protocol.as_deref().map(s));
-                }
-                r
+                    protocol_type: g.protocol_type.clone(),
+                    protocol: g.protocol.clone(),
+                })
             };
             match g.state {
-                State::Empty | State::Dead => return sync_error(ResponseError::UnknownMemberId),
-                State::PreparingRebalance => return sync_error(ResponseError::RebalanceInProgress),
+                State::Empty | State::Dead => return Err(ResponseError::UnknownMemberId),
+                State::PreparingRebalance => return Err(ResponseError::RebalanceInProgress),
                 State::Stable => return respond(&g, &member_id),
                 State::CompletingRebalance => {}
             }
@@ -798,10 +798,8 @@ impl Coordinator {
             return response;
         }
         match rx {
-            Some(rx) => rx
-                .await
-                .unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress)),
-            None => sync_error(ResponseError::UnknownServerError),
+            Some(rx) => rx.await.unwrap_or(Err(ResponseError::RebalanceInProgress)),
+            None => Err(ResponseError::UnknownServerError),
         }
     }
 
@@ -936,14 +934,7 @@ impl Coordinator {
         for id in self.meta.group_ids().await? {
             out.insert(id, (String::new(), State::Empty));
         }
-        let groups: Vec<(String, Arc<Mutex<Group>>)> = self
-            .groups
-            .lock()
-            .await
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (id, g) in groups {
+        for (id, g) in self.groups.all().await {
             let g = g.lock().await;
             if g.state == State::Dead {
                 out.remove(&id);
@@ -980,21 +971,14 @@ impl Coordinator {
             tracing::warn!(group = %group_id, error = %e, "deleting group failed");
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        self.groups.lock().await.remove(group_id);
+        self.groups.remove(group_id).await;
         Ok(())
     }
 
     /// Groups with members right now (their offsets never expire).
     pub async fn active(&self) -> Vec<String> {
-        let groups: Vec<(String, Arc<Mutex<Group>>)> = self
-            .groups
-            .lock()
-            .await
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let mut out = Vec::new();
-        for (id, g) in groups {
+        for (id, g) in self.groups.all().await {
             if !g.lock().await.members.is_empty() {
                 out.push(id);
             }
@@ -1021,9 +1005,7 @@ impl Coordinator {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            let groups: Vec<Arc<Mutex<Group>>> =
-                self.groups.lock().await.values().cloned().collect();
-            for group in groups {
+            for (_, group) in self.groups.all().await {
                 let mut g = group.lock().await;
                 let now = Instant::now();
                 let mut changed = g.expire_sessions(now, &self.config);
@@ -1080,6 +1062,26 @@ pub fn subscription_topics(metadata: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    /// JoinGroup as a client sees it: the outcome as its response at `version`.
+    async fn join(
+        c: &Coordinator,
+        req: JoinGroupRequest,
+        version: i16,
+        client: ClientInfo,
+    ) -> JoinGroupResponse {
+        crate::api::join_group::response(c.join(req, version, client).await, version)
+    }
+
+    async fn sync(c: &Coordinator, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+        crate::api::sync_group::response(c.sync(req, version).await, version)
+    }
 
     #[test]
     fn parses_subscriptions() {
@@ -1160,8 +1162,8 @@ mod tests {
     async fn static_member_restart_keeps_the_generation() {
         let (c, _dir) = coordinator().await;
         let (ja, jb) = tokio::join!(
-            c.join(join_request("", "a", b"p0"), 7, client()),
-            c.join(join_request("", "b", b"p1"), 7, client())
+            join(&c, join_request("", "a", b"p0"), 7, client()),
+            join(&c, join_request("", "b", b"p1"), 7, client())
         );
         assert_eq!(ja.error_code, 0);
         assert_eq!(jb.error_code, 0);
@@ -1174,8 +1176,8 @@ mod tests {
         let (lm, fm) = (leader.member_id.to_string(), follower.member_id.to_string());
         let assignments = [(lm.as_str(), "for-leader"), (fm.as_str(), "for-follower")];
         let (sl, sf) = tokio::join!(
-            c.sync(sync_request(&lm, generation, &assignments), 5),
-            c.sync(sync_request(&fm, generation, &[]), 5)
+            sync(&c, sync_request(&lm, generation, &assignments), 5),
+            sync(&c, sync_request(&fm, generation, &[]), 5)
         );
         assert_eq!(&sl.assignment[..], b"for-leader");
         assert_eq!(&sf.assignment[..], b"for-follower");
@@ -1192,15 +1194,13 @@ mod tests {
                 .find(|m| m.member_id == old_id)
                 .and_then(|m| m.instance_id.clone())
                 .expect("static member");
-            let again = c.join(join_request("", &instance, b""), 7, client()).await;
+            let again = join(&c, join_request("", &instance, b""), 7, client()).await;
             assert_eq!(again.error_code, 0);
             assert_eq!(again.generation_id, generation, "no new generation");
             assert_ne!(again.member_id.to_string(), old_id, "a new member id");
             assert_ne!(again.leader, again.member_id, "never told to assign");
             assert!(again.members.is_empty());
-            let synced = c
-                .sync(sync_request(&again.member_id, generation, &[]), 5)
-                .await;
+            let synced = sync(&c, sync_request(&again.member_id, generation, &[]), 5).await;
             assert_eq!(synced.error_code, 0);
             assert_eq!(&synced.assignment[..], expected[k].as_bytes());
             ids[k] = again.member_id.to_string();
@@ -1227,7 +1227,9 @@ mod tests {
         .await;
         let join = |instance: &'static str| {
             let c = c.clone();
-            tokio::spawn(async move { c.join(join_request("", instance, b""), 7, client()).await })
+            tokio::spawn(
+                async move { join(&c, join_request("", instance, b""), 7, client()).await },
+            )
         };
         let first = join("a");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1259,8 +1261,8 @@ mod tests {
     async fn a_static_member_keeps_its_place_only_within_its_session() {
         let (c, _dir) = coordinator().await;
         let (ja, jb) = tokio::join!(
-            c.join(join_request("", "a", b""), 7, client()),
-            c.join(join_request("", "b", b""), 7, client())
+            join(&c, join_request("", "a", b""), 7, client()),
+            join(&c, join_request("", "b", b""), 7, client())
         );
         let generation = ja.generation_id;
         let (a, b) = (ja.member_id.to_string(), jb.member_id.to_string());
@@ -1273,7 +1275,8 @@ mod tests {
             }
         };
         let (sa, sb) = tokio::join!(
-            c.sync(
+            sync(
+                &c,
                 sync_request(
                     &a,
                     generation,
@@ -1281,7 +1284,8 @@ mod tests {
                 ),
                 5
             ),
-            c.sync(
+            sync(
+                &c,
                 sync_request(
                     &b,
                     generation,
@@ -1296,11 +1300,11 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert_eq!(c.heartbeat("g", generation, &b, None).await, Ok(()));
         }
-        let back = c.join(join_request("", "a", b""), 7, client()).await;
+        let back = join(&c, join_request("", "a", b""), 7, client()).await;
         assert_eq!(back.error_code, 0);
         assert_eq!(back.generation_id, generation, "no rebalance");
         let a = back.member_id.to_string();
-        let synced = c.sync(sync_request(&a, generation, &[]), 5).await;
+        let synced = sync(&c, sync_request(&a, generation, &[]), 5).await;
         assert_eq!(&synced.assignment[..], b"pa");
         // Now a stays away past its session: it is removed, b must rejoin.
         let mut rebalancing = false;
@@ -1334,19 +1338,22 @@ mod tests {
             ..GroupConfig::default()
         })
         .await;
-        let joined = c
-            .join(
-                join_request("", "a", b"").with_session_timeout_ms(300),
-                7,
-                client(),
-            )
-            .await;
+        let joined = join(
+            &c,
+            join_request("", "a", b"").with_session_timeout_ms(300),
+            7,
+            client(),
+        )
+        .await;
         assert_eq!(joined.error_code, 0);
         let member = joined.member_id.to_string();
         let assignment = [(member.as_str(), "all")];
-        let synced = c
-            .sync(sync_request(&member, joined.generation_id, &assignment), 5)
-            .await;
+        let synced = sync(
+            &c,
+            sync_request(&member, joined.generation_id, &assignment),
+            5,
+        )
+        .await;
         assert_eq!(synced.error_code, 0);
         assert_eq!(c.delete("g").await, Err(ResponseError::NonEmptyGroup));
         tokio::time::sleep(Duration::from_millis(310)).await;

@@ -12,16 +12,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
-use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::topics::Topics;
+use super::registry::Registry;
+use crate::cluster::topics::Topics;
 
 /// Partitions by topic id.
 pub type Partitions = BTreeMap<Uuid, BTreeSet<i32>>;
@@ -204,18 +203,6 @@ pub fn assign(
     out
 }
 
-fn to_wire(p: &Partitions) -> Assignment {
-    Assignment::default().with_topic_partitions(
-        p.iter()
-            .map(|(t, ps)| {
-                TopicPartitions::default()
-                    .with_topic_id(*t)
-                    .with_partitions(ps.iter().copied().collect())
-            })
-            .collect(),
-    )
-}
-
 fn from_wire(
     tps: &[kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions],
 ) -> Partitions {
@@ -228,36 +215,48 @@ fn from_wire(
     out
 }
 
-fn error(code: ResponseError, message: &str) -> ConsumerGroupHeartbeatResponse {
-    ConsumerGroupHeartbeatResponse::default()
-        .with_error_code(code.code())
-        .with_error_message(Some(StrBytes::from_string(message.to_string())))
+/// What a ConsumerGroupHeartbeat gets: the member's place, or an error with a message.
+pub type HeartbeatOutcome = Result<Heartbeat, (ResponseError, &'static str)>;
+
+/// A member's place in its group after a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The partitions the member holds now, when they changed since it was last told (or
+    /// it (re)joined); `None`: unchanged.
+    pub assignment: Option<Partitions>,
+}
+
+fn error(code: ResponseError, message: &'static str) -> HeartbeatOutcome {
+    Err((code, message))
 }
 
 pub struct ConsumerGroups {
     config: ConsumerGroupConfig,
-    groups: Mutex<HashMap<String, Arc<Mutex<ConsumerGroup>>>>,
+    groups: Registry<ConsumerGroup>,
 }
 
 impl ConsumerGroups {
     pub fn new(config: ConsumerGroupConfig) -> Self {
         Self {
             config,
-            groups: Mutex::new(HashMap::new()),
+            groups: Registry::default(),
         }
     }
 
     pub async fn get(&self, id: &str) -> Option<Arc<Mutex<ConsumerGroup>>> {
-        self.groups.lock().await.get(id).cloned()
+        self.groups.get(id).await
     }
 
     /// Drops a group's state (another broker coordinates it now).
     pub async fn forget(&self, id: &str) {
-        self.groups.lock().await.remove(id);
+        self.groups.remove(id).await;
     }
 
     pub async fn ids(&self) -> Vec<String> {
-        self.groups.lock().await.keys().cloned().collect()
+        self.groups.ids().await
     }
 
     /// Validates an OffsetCommit from a member of a consumer group (`None`: not a consumer
@@ -292,7 +291,7 @@ impl ConsumerGroups {
         topics: &Topics,
         client_id: String,
         client_host: String,
-    ) -> ConsumerGroupHeartbeatResponse {
+    ) -> HeartbeatOutcome {
         let group_id = req.group_id.0.to_string();
         if group_id.is_empty() {
             return error(ResponseError::InvalidGroupId, "the group id is empty");
@@ -305,23 +304,18 @@ impl ConsumerGroups {
                 );
             }
         }
-        let group = {
-            let mut groups = self.groups.lock().await;
-            groups
-                .entry(group_id.clone())
-                .or_insert_with(|| {
-                    Arc::new(Mutex::new(ConsumerGroup {
-                        id: group_id.clone(),
-                        epoch: 0,
-                        assignment_epoch: 0,
-                        assignor: "uniform".into(),
-                        members: BTreeMap::new(),
-                        target: HashMap::new(),
-                        topology: BTreeMap::new(),
-                    }))
-                })
-                .clone()
-        };
+        let group = self
+            .groups
+            .get_or_insert_with(&group_id, || ConsumerGroup {
+                id: group_id.clone(),
+                epoch: 0,
+                assignment_epoch: 0,
+                assignor: "uniform".into(),
+                members: BTreeMap::new(),
+                target: HashMap::new(),
+                topology: BTreeMap::new(),
+            })
+            .await;
         let mut g = group.lock().await;
         let mut member_id = req.member_id.to_string();
         let epoch = req.member_epoch;
@@ -336,10 +330,12 @@ impl ConsumerGroups {
             if changed {
                 self.recompute(&mut g, topics).await;
             }
-            return ConsumerGroupHeartbeatResponse::default()
-                .with_member_id(Some(StrBytes::from_string(member_id)))
-                .with_member_epoch(epoch)
-                .with_heartbeat_interval_ms(self.config.heartbeat_interval_ms);
+            return Ok(Heartbeat {
+                member_id,
+                member_epoch: epoch,
+                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                assignment: None,
+            });
         }
         if epoch == 0 {
             if member_id.is_empty() {
@@ -444,15 +440,14 @@ impl ConsumerGroups {
             Some(m) => m,
             None => return error(ResponseError::UnknownMemberId, "unknown member"),
         };
-        let mut r = ConsumerGroupHeartbeatResponse::default()
-            .with_member_id(Some(StrBytes::from_string(member_id.clone())))
-            .with_member_epoch(m.epoch)
-            .with_heartbeat_interval_ms(self.config.heartbeat_interval_ms);
-        if !m.sent || epoch == 0 {
-            r = r.with_assignment(Some(to_wire(&m.assigned)));
-            m.sent = true;
-        }
-        r
+        let assignment = (!m.sent || epoch == 0).then(|| m.assigned.clone());
+        m.sent = true;
+        Ok(Heartbeat {
+            member_id,
+            member_epoch: m.epoch,
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            assignment,
+        })
     }
 
     /// Subscribed topics (names or regex) resolved to ids with their partition counts.
@@ -576,9 +571,7 @@ impl ConsumerGroups {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.cancelled() => return,
             }
-            let groups: Vec<Arc<Mutex<ConsumerGroup>>> =
-                self.groups.lock().await.values().cloned().collect();
-            for group in groups {
+            for (_, group) in self.groups.all().await {
                 let mut g = group.lock().await;
                 let now = Instant::now();
                 let expired: Vec<String> = g

@@ -1,9 +1,16 @@
-//! The read side of partitions: high watermarks, a window of recent index entries per
-//! partition, and the cache of record batch data with base offsets already patched.
+//! The log of every partition as this broker sees it.
+//!
+//! Writes go through the [`appender`]: produced batches are grouped into WAL segments,
+//! put in the object store and committed to the offset index. This module is the read
+//! side: high watermarks, a window of recent index entries per partition, and the
+//! [`cache`] of record batch data with base offsets already patched.
 //!
 //! The appender calls [`Log::on_commit`] after every segment commit, so a single broker's
 //! view is always current; entries and states it has not seen are read from the metadata
 //! store on demand.
+
+pub mod appender;
+mod cache;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -20,7 +27,7 @@ use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::cache::{ByteCache, Weighed};
+use cache::{ByteCache, Weighed};
 
 /// Index entries kept in memory per partition.
 const INDEX_WINDOW: usize = 4096;

@@ -1,6 +1,10 @@
 //! The leaderless cluster: this broker's registration (renewed lease), the live brokers,
 //! and rendezvous hashing over them for partition "leaders" (only a load-spreading hint:
-//! every broker serves every partition) and group coordinators.
+//! every broker serves every partition) and group coordinators; what every broker shares
+//! besides: the [`topics`] and the dynamic [`broker_configs`].
+
+pub mod broker_configs;
+pub mod topics;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
