@@ -1,8 +1,9 @@
 //! WAL garbage collection: purges deleted topics' index entries, deletes WAL segments that
 //! no index entry has pointed at for the grace period (the compactor's swaps release them),
 //! and deletes orphans (segments written but never committed, e.g. after a crash between
-//! PUT and commit) once they are older than the grace period. Nothing a committed entry
-//! points at is ever deleted.
+//! PUT and commit, and the staging files of local-store puts a crash interrupted) once
+//! they are older than the grace period. Nothing a committed entry points at is ever
+//! deleted.
 //!
 //! It runs wherever a compactor runs (standalone `icestream compactor` included), and in
 //! every broker; passes are idempotent, so any number may run at once.
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use icestream_storage::segment::{parse_segment_key, segment_key};
+use icestream_storage::segment::{parse_segment_key, parse_staging_key, segment_key};
 use icestream_storage::{MetaError, MetaStore, Objects};
 use object_store::ObjectStoreExt;
 use tokio_util::sync::CancellationToken;
@@ -61,17 +62,34 @@ pub async fn collect(
         meta.forget_segment(candidate.segment).await?;
         report.released_segments += 1;
     }
-    // Orphans: old segment objects the metadata store has no record of.
+    // Orphans: old segment objects the metadata store has no record of, and staging files
+    // (never the object itself: a put links its staging file into place, or fails).
     let prefix = objects.path("wal");
-    let old: Vec<(Uuid, object_store::path::Path)> = store
+    let is_old = move |id: &Uuid| uuid_time_ms(*id).is_some_and(|t| t < now - grace);
+    let listed: Vec<object_store::path::Path> = store
         .list(Some(&prefix))
         .try_filter_map(|m| async move {
-            Ok(parse_segment_key(m.location.as_ref())
-                .filter(|id| uuid_time_ms(*id).is_some_and(|t| t < now - grace))
-                .map(|id| (id, m.location)))
+            let key = m.location.as_ref();
+            let old = parse_segment_key(key)
+                .or_else(|| parse_staging_key(key))
+                .is_some_and(|id| is_old(&id));
+            Ok(old.then_some(m.location))
         })
         .try_collect()
         .await?;
+    let mut old: Vec<(Uuid, object_store::path::Path)> = Vec::new();
+    for path in listed {
+        if let Some(id) = parse_segment_key(path.as_ref()) {
+            old.push((id, path));
+            continue;
+        }
+        tracing::info!(object = %path, "deleting a staging file left by an interrupted put");
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        report.orphan_segments += 1;
+    }
     for chunk in old.chunks(256) {
         let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
         let known = meta.segments_known(&ids).await?;

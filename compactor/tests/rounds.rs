@@ -600,6 +600,21 @@ async fn released_segments_and_orphans_are_collected_after_the_grace_period() {
         .await
         .expect("put");
 
+    // A put that a crash interrupted on the local store leaves its staging file.
+    // (A raw `#`: `Path::from` would escape it, as a put's key never has one.)
+    let staging = object_store::path::Path::parse(format!(
+        "{}#{}",
+        env.objects.path(&segment_key(orphan)),
+        uuid::Uuid::new_v4().simple()
+    ))
+    .expect("path");
+    env.objects
+        .store
+        .put(&staging, Bytes::from_static(b"half a segment").into())
+        .await
+        .expect("put");
+    assert!(env.objects.store.head(&staging).await.is_ok());
+
     // Within the grace period nothing goes.
     let report = wal_gc::collect(&env.meta, &env.objects, Duration::from_secs(600))
         .await
@@ -611,7 +626,7 @@ async fn released_segments_and_orphans_are_collected_after_the_grace_period() {
         .await
         .expect("gc");
     assert_eq!(report.released_segments, 2, "{report:?}");
-    assert_eq!(report.orphan_segments, 1, "{report:?}");
+    assert_eq!(report.orphan_segments, 2, "{report:?}");
     let exists = |key: String| {
         let path = env.objects.path(&key);
         let store = env.objects.store.clone();
@@ -627,6 +642,10 @@ async fn released_segments_and_orphans_are_collected_after_the_grace_period() {
         );
     }
     assert!(!exists(segment_key(orphan)).await, "orphan deleted");
+    assert!(
+        env.objects.store.head(&staging).await.is_err(),
+        "staging file deleted"
+    );
     let left = env
         .meta
         .index_entries(topic.id, 0, 0, 0)

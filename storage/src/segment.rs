@@ -67,6 +67,16 @@ pub fn parse_segment_key(key: &str) -> Option<Uuid> {
     Uuid::parse_str(name.strip_suffix(".seg")?).ok()
 }
 
+/// The segment id of a staging file the local store left for it (`wal/<uuid>.seg#<hex>`:
+/// a put that a crash interrupted), if `key` is one. The object itself never has a `#`.
+pub fn parse_staging_key(key: &str) -> Option<Uuid> {
+    let (object, suffix) = key.rsplit_once('#')?;
+    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    parse_segment_key(object)
+}
+
 pub fn encode_header() -> Bytes {
     let mut b = BytesMut::with_capacity(HEADER_LEN);
     b.put_slice(SEGMENT_MAGIC);
@@ -256,5 +266,11 @@ mod tests {
         let id = Uuid::now_v7();
         assert_eq!(parse_segment_key(&segment_key(id)), Some(id));
         assert_eq!(parse_segment_key("wal/nope.seg"), None);
+        let staging = format!("{}#{}", segment_key(id), Uuid::new_v4().simple());
+        assert_eq!(parse_segment_key(&staging), None);
+        assert_eq!(parse_staging_key(&staging), Some(id));
+        assert_eq!(parse_staging_key(&segment_key(id)), None);
+        assert_eq!(parse_staging_key(&format!("{}#", segment_key(id))), None);
+        assert_eq!(parse_staging_key(&format!("{}#x1", segment_key(id))), None);
     }
 }
