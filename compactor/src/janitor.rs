@@ -4,6 +4,8 @@
 //! grace period go, so a commit in flight (its files written, its catalog update not yet
 //! made) and readers of a just-replaced snapshot are never disturbed. Data files are left
 //! to the round intents (an uncommitted round's files are deleted when it is resolved).
+//! Staging files of local-store puts a crash interrupted (`<name>#<hex>`) are swept with
+//! the kind of file they were for, once older than the grace period.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use futures::TryStreamExt;
 use iceberg::spec::{ManifestList, Operation};
 use iceberg::table::Table;
 use icestream_catalog::table::{OFFSETS_FILE_PREFIX, SUMMARY_OFFSETS_FILE};
+use icestream_storage::direct_fs::staged_for;
 use icestream_storage::Objects;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -126,6 +129,7 @@ pub async fn sweep_data(
             let parquet = o
                 .location
                 .filename()
+                .map(|n| staged_for(n).unwrap_or(n))
                 .is_some_and(|n| n.ends_with(".parquet"));
             futures::future::ready(
                 parquet
@@ -185,8 +189,11 @@ pub async fn sweep_metadata(
     let mut sweep = MetadataSweep::default();
     let mut listing = store.list(Some(&prefix));
     while let Some(o) = listing.try_next().await? {
-        let name = o.location.filename().unwrap_or_default();
-        let superseded = name.ends_with(".metadata.json")
+        let listed = o.location.filename().unwrap_or_default();
+        let staging = staged_for(listed);
+        let name = staging.unwrap_or(listed);
+        let superseded = staging.is_none()
+            && name.ends_with(".metadata.json")
             && matches!((metadata_version(name), oldest_logged), (Some(v), Some(min)) if v < min);
         let ours = name.ends_with(".metadata.json")
             || name.ends_with(".avro")

@@ -880,6 +880,19 @@ async fn replaced_files_are_deleted_once_no_retained_snapshot_lists_them() {
     for f in &old {
         assert!(exists(f.path.clone()).await);
     }
+    // A data file's staging file that a crash left on the local store goes with them.
+    let staging = object_store::path::Path::parse(format!(
+        "{}#{}",
+        env.objects.resolve_url(&old[0].path).expect("url").1,
+        uuid::Uuid::new_v4().simple()
+    ))
+    .expect("path");
+    env.objects
+        .store
+        .put(&staging, Bytes::from_static(b"half a file").into())
+        .await
+        .expect("put");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     // Once only the newest snapshot is retained, they go; the table reads the same.
     let table = icestream_catalog::commit::expire_snapshots(&env.catalog, &table, i64::MAX, 1)
         .await
@@ -889,10 +902,36 @@ async fn replaced_files_are_deleted_once_no_retained_snapshot_lists_them() {
         icestream_compactor::janitor::sweep_data(&env.objects, &table, std::time::Duration::ZERO)
             .await
             .expect("sweep");
-    assert_eq!(swept, 4);
+    assert_eq!(swept, 5);
     for f in &old {
         assert!(!exists(f.path.clone()).await, "{} was deleted", f.path);
     }
+    assert!(env.objects.store.head(&staging).await.is_err());
+    // So does a metadata file's; what the table references stays.
+    let metadata_staging = object_store::path::Path::parse(format!(
+        "{}#{}",
+        env.objects
+            .resolve_url(table.metadata_location().expect("metadata"))
+            .expect("url")
+            .1,
+        uuid::Uuid::new_v4().simple()
+    ))
+    .expect("path");
+    env.objects
+        .store
+        .put(&metadata_staging, Bytes::from_static(b"{").into())
+        .await
+        .expect("put");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let sweep = icestream_compactor::janitor::sweep_metadata(
+        &env.objects,
+        &table,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .expect("sweep");
+    assert!(sweep.deleted >= 1, "{sweep:?}");
+    assert!(env.objects.store.head(&metadata_staging).await.is_err());
     let (live, _) = icestream_compactor::rewrite::live_files(&table)
         .await
         .expect("files");

@@ -56,6 +56,15 @@ impl DirectFs {
     }
 }
 
+/// The name of the object a staging file was written for, if `name` is a staging file's
+/// (`<object>#<hex>`): a put writes one and links it into place, so only a put a crash
+/// interrupted leaves one behind. No object icestream writes has a `#` in its name.
+pub fn staged_for(name: &str) -> Option<&str> {
+    let (object, suffix) = name.rsplit_once('#')?;
+    let hex = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && !object.is_empty()).then_some(object)
+}
+
 fn io_err(path: &std::path::Path, e: std::io::Error) -> object_store::Error {
     object_store::Error::Generic {
         store: "DirectFs",
