@@ -17,6 +17,7 @@ BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /tmp/icestream-latency.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BROKER_PID=
+SCENARIO=0
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   BROKER_PID=
@@ -30,8 +31,10 @@ wait_port() {
 
 local_store() {
   stop_broker
-  rm -rf "$WORK/data"
-  RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
+  # A new directory per scenario, all removed at exit: on ext4 without a journal, files
+  # created within seconds of deleting many others pay for skipping their inodes.
+  DATA=$WORK/data.$((++SCENARIO))
+  RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
     --set admin_listen= --set schema_registry_listen= > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   wait_port
@@ -39,8 +42,8 @@ local_store() {
 
 slow_store() {
   stop_broker
-  rm -rf "$WORK/data"
-  RUST_LOG=warn "$BIN/slowstore" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
+  DATA=$WORK/data.$((++SCENARIO))
+  RUST_LOG=warn "$BIN/slowstore" --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
     --put-delay-ms "$PUT_DELAY_MS" > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   wait_port
@@ -51,7 +54,7 @@ scenario() {
   echo
   echo "### $title"
   "$BIN/loadgen" --bootstrap "127.0.0.1:$PORT" --duration "$DURATION" \
-    --broker-pid "$BROKER_PID" --wal-dir "$WORK/data/objects/wal" \
+    --broker-pid "$BROKER_PID" --wal-dir "$DATA/objects/wal" \
     --partitions 16 --record-size 1024 --acks all "$@"
 }
 

@@ -16,6 +16,7 @@ BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /tmp/icestream-bench.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BROKER_PID=
+SCENARIO=0
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   BROKER_PID=
@@ -24,8 +25,10 @@ trap 'stop_broker; rm -rf "$WORK"' EXIT
 
 start_broker() {
   stop_broker
-  rm -rf "$WORK/data"
-  local args=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data")
+  # A new directory per scenario, all removed at exit: on ext4 without a journal, files
+  # created within seconds of deleting many others pay for skipping their inodes.
+  DATA=$WORK/data.$((++SCENARIO))
+  local args=(serve --listen "127.0.0.1:$PORT" --data-dir "$DATA")
   [ -n "${OBJECT_STORE:-}" ] && args+=(--object-store "$OBJECT_STORE")
   RUST_LOG=warn "$BIN/icestream" "${args[@]}" "$@" > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
@@ -38,7 +41,7 @@ scenario() {
   echo
   echo "### $title"
   "$BIN/loadgen" --bootstrap "127.0.0.1:$PORT" --duration "$DURATION" \
-    --broker-pid "$BROKER_PID" --wal-dir "$WORK/data/objects/wal" "$@"
+    --broker-pid "$BROKER_PID" --wal-dir "$DATA/objects/wal" "$@"
 }
 
 start_broker

@@ -19,6 +19,7 @@ BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d /tmp/icestream-txn-bench.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BROKER_PID=
+SCENARIO=0
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   BROKER_PID=
@@ -26,8 +27,10 @@ stop_broker() {
 trap 'stop_broker; rm -rf "$WORK"' EXIT
 start_broker() {
   stop_broker
-  rm -rf "$WORK/data"
-  RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
+  # A new directory per scenario, all removed at exit: on ext4 without a journal, files
+  # created within seconds of deleting many others pay for skipping their inodes.
+  DATA=$WORK/data.$((++SCENARIO))
+  RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
     > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return; sleep 0.1; done
