@@ -93,6 +93,11 @@ log "cargo build (icestream binary)"
 cargo build -q -p icestream --bin icestream
 export ICESTREAM_TEST_BIN=$CARGO_TARGET_DIR/debug/icestream
 
+# librdkafka's own test suite, built once into the cache (tests/e2e/test_librdkafka_suite.py)
+log "librdkafka test suite"
+suite=$(ICESTREAM_CACHE=$CACHE ./scripts/librdkafka_suite.sh)
+export ICESTREAM_LIBRDKAFKA_TESTS=$suite
+
 # --- End to end --------------------------------------------------------------------------
 log "end-to-end tests"
 cd "$ROOT/tests"
