@@ -15,8 +15,6 @@ The rest are left out, by category:
 - need a three-broker cluster with racks: 0101 (skips itself on one broker);
 - flagged upstream as known issues, not run by default: 0028 (names over 249 characters,
   refused by Kafka too), 0047;
-- expect Kafka's error precedence in AlterConfigs (UNKNOWN_TOPIC_OR_PARTITION before an
-  invalid config name, for a missing topic) and an ACL authorizer: 0081;
 - hang in librdkafka 2.0.2's destroy after a subscribed topic is deleted (a partition
   reference leak of the 2.0 client): 0107, 0113 (subtest h_delete_topic);
 - timing-sensitive: 0055 (counts the client's wakeups; failed on a loaded machine),
@@ -47,6 +45,10 @@ PASSING = [
 PASSING_SOCKEM = ["0049", "0068", "0075", "0076", "0086", "0088"]
 # The "noautocreate" scenario: a broker with auto_create_topics=false.
 PASSING_NOAUTOCREATE = ["0111"]
+# The Admin API test creates, describes and deletes ACLs: a broker with the ACL
+# authorizer that allows what no ACL covers (as Kafka with
+# allow.everyone.if.no.acl.found=true).
+PASSING_ACL = ["0081"]
 
 PARALLEL = 3  # tests the runner runs at once (its own default on CI)
 RUN_TIMEOUT = 900  # seconds for one runner invocation; the runner's own timeouts are shorter
@@ -132,3 +134,12 @@ def test_librdkafka_suite_sockem(make_broker, tmp_path):
 def test_librdkafka_suite_noautocreate_scenario(make_broker, tmp_path):
     broker = make_broker({"num_partitions": 4, "auto_create_topics": "false"})
     run_suite(tmp_path, broker, PASSING_NOAUTOCREATE, scenario="noautocreate")
+
+
+def test_librdkafka_suite_admin_with_acl_authorizer(make_broker, tmp_path):
+    # Without the initial rebalance delay: the test joins 24 one-member groups, one after
+    # another, and waits for each (3 s each at Kafka's default delay).
+    broker = make_broker({"num_partitions": 4, "authorizer": "acl",
+                          "allow_everyone_if_no_acl_found": "true",
+                          "group_initial_rebalance_delay_ms": "0"})
+    run_suite(tmp_path, broker, PASSING_ACL)

@@ -94,16 +94,7 @@ async fn apply_topic(
     changes: Vec<(String, Option<String>)>,
     validate_only: bool,
 ) -> Outcome {
-    for (name, value) in &changes {
-        if let Some(v) = value {
-            validate_config(name, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
-        } else if crate::cluster::topics::config_def(name).is_none() {
-            return Err((
-                ResponseError::InvalidConfig,
-                format!("unknown topic config {name:?}"),
-            ));
-        }
-    }
+    // As Kafka: the topic must exist before its configs are looked at.
     match broker.topics.get(topic).await {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -113,6 +104,16 @@ async fn apply_topic(
             ))
         }
         Err(e) => return Err((errors::meta_retriable(&e), e.to_string())),
+    }
+    for (name, value) in &changes {
+        if let Some(v) = value {
+            validate_config(name, v).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        } else if crate::cluster::topics::config_def(name).is_none() {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("unknown topic config {name:?}"),
+            ));
+        }
     }
     if validate_only {
         return Ok(());
