@@ -133,6 +133,11 @@ impl WriteBuffer {
         self.writes.iter()
     }
 
+    /// Number of point writes (sets and clears).
+    pub fn write_count(&self) -> usize {
+        self.writes.len()
+    }
+
     /// Number of bytes buffered, for size limits.
     pub fn size(&self) -> usize {
         self.writes

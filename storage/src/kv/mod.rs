@@ -12,6 +12,7 @@ mod buffer;
 pub mod embedded;
 #[cfg(feature = "foundationdb")]
 pub mod fdb;
+mod journal;
 pub mod postgres;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
