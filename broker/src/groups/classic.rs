@@ -565,6 +565,11 @@ impl Coordinator {
             if g.state == State::Dead {
                 return join_error(ResponseError::CoordinatorNotAvailable, &member_id);
             }
+            // A session that lapsed since the last timer tick ends before this join is
+            // weighed, as Kafka's session deadlines are exact: a static member coming back
+            // after its session expired joins as a new member (a rebalance), not in its
+            // old place.
+            g.expire_sessions(Instant::now(), &self.config);
             let protocol_type = req.protocol_type.to_string();
             let protocols: Vec<(String, Bytes)> = req
                 .protocols
