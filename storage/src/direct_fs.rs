@@ -11,6 +11,9 @@
 //! does: the file's data and length are synced (`fdatasync`; direct I/O alone leaves them
 //! in the device's cache and the inode unwritten), and so is the directory entry that
 //! names it (and the entries of directories the put created).
+//! A put marked [`WrittenBeforeRead`] (a WAL segment, read only once a commit names it)
+//! skips the staging file: it is created under its own name, which spares an inode's
+//! link and unlink and a staging name in the directory on the produce path.
 //! Everything but `put_opts` is `LocalFileSystem`'s.
 
 use std::fmt;
@@ -45,6 +48,15 @@ impl fmt::Display for DirectFs {
         write!(f, "DirectFs({})", self.root.display())
     }
 }
+
+/// Put option (an extension of [`PutOptions`]) for an object created with
+/// [`PutMode::Create`] that nothing reads, or lists for reading, before its put has
+/// returned: the local store then writes it in place instead of staging it. A put that
+/// fails or is cut short by a crash can leave a partial object under the name, so the
+/// writer must own the name's clean-up (WAL segments: the orphan collector deletes
+/// segments that were never committed).
+#[derive(Debug, Clone, Copy)]
+pub struct WrittenBeforeRead;
 
 impl DirectFs {
     pub fn new(inner: LocalFileSystem, root: PathBuf) -> Self {
@@ -114,13 +126,9 @@ fn write_direct(
     Ok(())
 }
 
-/// Writes `payload` to `staging`, with O_DIRECT when `direct` says so; returns whether
-/// direct I/O was used.
-fn write_staged(
-    staging: &std::path::Path,
-    payload: &PutPayload,
-    direct: bool,
-) -> std::io::Result<bool> {
+/// Writes `payload` to the new file `path` (a staging file, or the object itself), with
+/// O_DIRECT when `direct` says so, and syncs it; returns whether direct I/O was used.
+fn write_new(path: &std::path::Path, payload: &PutPayload, direct: bool) -> std::io::Result<bool> {
     let len = payload.content_length();
     if direct {
         let mut options = OpenOptions::new();
@@ -128,7 +136,7 @@ fn write_staged(
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_DIRECT);
-        match options.open(staging) {
+        match options.open(path) {
             Ok(mut file) => {
                 WINDOW.with(|cell| -> std::io::Result<()> {
                     let mut storage = cell.borrow_mut();
@@ -142,10 +150,7 @@ fn write_staged(
             Err(e) => return Err(e),
         }
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(staging)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
     for part in payload.iter() {
         file.write_all(part)?;
     }
@@ -179,12 +184,14 @@ fn create_dirs_durably(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl DirectFs {
-    /// Writes `payload` as the object at `location` through a staging file, durably.
+    /// Writes `payload` as the object at `location` durably: through a staging file, or
+    /// (`in_place`, only with `create`) under its own name.
     async fn put_durably(
         &self,
         location: &Path,
         payload: PutPayload,
         create: bool,
+        in_place: bool,
     ) -> Result<PutResult> {
         let path = self.inner.path_to_filesystem(location)?;
         let direct = self.direct.clone();
@@ -195,6 +202,31 @@ impl DirectFs {
                 .unwrap_or(std::path::Path::new("/"))
                 .to_path_buf();
             create_dirs_durably(&dir).map_err(|e| io_err(&dir, e))?;
+            if create && in_place {
+                match write_new(&path, &payload, direct.load(Ordering::Relaxed)) {
+                    Ok(used_direct) => {
+                        if !used_direct {
+                            direct.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    // The name is another put's: leave its object alone.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Err(object_store::Error::AlreadyExists {
+                            path: location.to_string(),
+                            source: Box::new(e),
+                        });
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(io_err(&path, e));
+                    }
+                }
+                sync_dir(&dir).map_err(|e| io_err(&dir, e))?;
+                return Ok(PutResult {
+                    e_tag: None,
+                    version: None,
+                });
+            }
             // `#<hex>` marks staging files. LocalFileSystem's listings skip only `#<digits>`
             // names, so these are listed while they exist; no key a reader parses has a `#`.
             let staging = PathBuf::from(format!(
@@ -202,7 +234,7 @@ impl DirectFs {
                 path.display(),
                 uuid::Uuid::new_v4().simple()
             ));
-            let used_direct = write_staged(&staging, &payload, direct.load(Ordering::Relaxed))
+            let used_direct = write_new(&staging, &payload, direct.load(Ordering::Relaxed))
                 .map_err(|e| {
                     let _ = std::fs::remove_file(&staging);
                     io_err(&staging, e)
@@ -269,7 +301,9 @@ impl MultipartUpload for DirectUpload {
     async fn complete(&mut self) -> Result<PutResult> {
         let parts = std::mem::take(&mut self.parts);
         let payload: PutPayload = parts.iter().flat_map(|p| p.iter().cloned()).collect();
-        self.fs.put_durably(&self.location, payload, false).await
+        self.fs
+            .put_durably(&self.location, payload, false, false)
+            .await
     }
 
     async fn abort(&mut self) -> Result<()> {
@@ -290,8 +324,14 @@ object_store_wrapper!(DirectFs, inner, {
         if !plain {
             return self.inner.put_opts(location, payload, opts).await;
         }
-        self.put_durably(location, payload, matches!(opts.mode, PutMode::Create))
-            .await
+        let in_place = opts.extensions.get::<WrittenBeforeRead>().is_some();
+        self.put_durably(
+            location,
+            payload,
+            matches!(opts.mode, PutMode::Create),
+            in_place,
+        )
+        .await
     }
 
     async fn put_multipart_opts(
@@ -361,6 +401,42 @@ mod tests {
             .expect("put into new directories");
         let read = store.get(&deep).await.expect("get").bytes().await;
         assert_eq!(read.expect("bytes").as_ref(), b"rows");
+    }
+
+    /// A put marked written-before-read creates the object under its own name: the bytes
+    /// are exact, a second put of the name is refused and leaves the first object whole.
+    #[tokio::test]
+    async fn objects_written_in_place_are_exact_and_created_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DirectFs::new(
+            LocalFileSystem::new_with_prefix(dir.path()).expect("local"),
+            dir.path().to_path_buf(),
+        );
+        let path = Path::from("wal/00/seg.wal");
+        let data: Vec<u8> = (0..(ALIGN * 3 + 17) as u32).map(|i| i as u8).collect();
+        let mut opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        opts.extensions.insert(WrittenBeforeRead);
+        let payload = PutPayload::from_iter(data.chunks(1000).map(bytes::Bytes::copy_from_slice));
+        store
+            .put_opts(&path, payload, opts.clone())
+            .await
+            .expect("put");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("wal/00"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("seg.wal")]);
+        assert!(matches!(
+            store
+                .put_opts(&path, PutPayload::from_static(b"other"), opts)
+                .await,
+            Err(object_store::Error::AlreadyExists { .. })
+        ));
+        let read = store.get(&path).await.expect("get").bytes().await;
+        assert_eq!(read.expect("bytes").as_ref(), data.as_slice());
     }
 
     /// One thread's window serves put after put: a small object after a large one holds

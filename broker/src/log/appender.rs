@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use icestream_storage::batch::{control_type, BatchHeader, MARKER_COMMIT};
+use icestream_storage::direct_fs::WrittenBeforeRead;
 use icestream_storage::meta::{
     AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,
     SegmentAppend, UnitOutcome,
@@ -408,10 +409,13 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects, in_flight: &Arc<InFligh
     in_flight.puts.fetch_add(1, Ordering::SeqCst);
     let in_flight = in_flight.clone();
     let put = tokio::spawn(async move {
-        let options = PutOptions {
+        let mut options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
+        // Nothing reads a segment before its commit, which follows this put; the orphan
+        // collector deletes one a failed put or a crash leaves behind.
+        options.extensions.insert(WrittenBeforeRead);
         let started = Instant::now();
         let result = store.put_opts(&path, payload, options).await.map(|_| ());
         crate::metrics::inc(&crate::metrics::SEGMENT_PUTS);
