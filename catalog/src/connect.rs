@@ -47,6 +47,22 @@ async fn use_wal_journal(path: &str) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// The advisory lock key under which brokers open (and so create) the PostgreSQL catalog
+/// one at a time (the bytes of "icestrct").
+const CATALOG_SCHEMA_LOCK: i64 = 0x6963_6573_7472_6374;
+
+async fn lock_postgres(url: &str) -> Result<sqlx::PgConnection, CatalogError> {
+    use sqlx::Connection;
+    let fail = |e: sqlx::Error| CatalogError::Config(format!("PostgreSQL catalog: {e}"));
+    let mut conn = sqlx::PgConnection::connect(url).await.map_err(fail)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(CATALOG_SCHEMA_LOCK)
+        .execute(&mut conn)
+        .await
+        .map_err(fail)?;
+    Ok(conn)
+}
+
 /// Opens the catalog at `url` with table files under `warehouse` (a URL in `objects`).
 pub async fn open(
     url: &str,
@@ -70,14 +86,25 @@ pub async fn open(
         return Ok(Arc::new(catalog));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // Opening the catalog creates its tables if they are missing; brokers of a new
+        // cluster starting together would race on PostgreSQL's `CREATE TABLE IF NOT EXISTS`
+        // (one fails on a unique violation in `pg_type`), so they take turns under an
+        // advisory lock held on a connection of its own.
+        let mut turn = lock_postgres(url).await?;
         let catalog = SqlCatalogBuilder::default()
             .uri(url)
             .warehouse_location(warehouse)
             .sql_bind_style(SqlBindStyle::DollarNumeric)
             .with_storage_factory(factory)
             .load(CATALOG_NAME, HashMap::new())
-            .await?;
-        return Ok(Arc::new(catalog));
+            .await;
+        // Closing the connection releases the lock even if the unlock is lost.
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(CATALOG_SCHEMA_LOCK)
+            .execute(&mut turn)
+            .await;
+        let _ = sqlx::Connection::close(turn).await;
+        return Ok(Arc::new(catalog?));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));

@@ -417,6 +417,36 @@ async fn a_commit_reported_done_but_not_in_the_table_moves_nothing() {
     lost_and_failed_commits_move_nothing(&env().await).await;
 }
 
+/// Brokers of a new cluster open (and so create) the PostgreSQL catalog together; every
+/// one of them must open it, not lose PostgreSQL's `CREATE TABLE IF NOT EXISTS` race.
+#[tokio::test]
+async fn brokers_opening_a_new_postgres_catalog_together_all_open_it() {
+    for _ in 0..3 {
+        let Some(url) = postgres_catalog().await else {
+            eprintln!("ICESTREAM_TEST_POSTGRES_URL not set: skipping");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let objects = Objects::open(&format!("file://{}", dir.path().display())).expect("store");
+        let opens = (0..8).map(|_| {
+            let (url, objects) = (url.clone(), objects.clone());
+            tokio::spawn(async move {
+                let catalog = connect::open(&url, &objects.url("warehouse"), &objects)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                catalog
+                    .list_namespaces(None)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        for open in futures::future::join_all(opens).await {
+            let namespaces = open.expect("task").expect("every broker opens the catalog");
+            assert!(namespaces.is_empty());
+        }
+    }
+}
+
 // The same over the PostgreSQL SQL catalog.
 #[tokio::test]
 async fn a_commit_reported_done_but_not_in_the_table_moves_nothing_postgres() {

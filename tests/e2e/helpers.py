@@ -32,10 +32,14 @@ def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                # With nothing listening, a connect can pick `port` itself as its source
+                # port and connect to itself (TCP simultaneous open); that is not a server.
+                if s.getsockname() != s.getpeername():
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
@@ -53,7 +57,8 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "Broker":
+    def launch(self) -> "Broker":
+        """Starts the process without waiting for it to listen."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [icestream_bin(), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
         # The schema registry only where a test asks for it (its default port is shared).
@@ -64,6 +69,13 @@ class Broker:
         env.setdefault("RUST_LOG", "info")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def start(self) -> "Broker":
+        return self.launch().wait()
+
+    def wait(self) -> "Broker":
+        """Waits until the broker listens (fails if it exited first)."""
         wait_for_port(self.port, proc=self.proc)
         return self
 

@@ -29,9 +29,18 @@ def test_three_brokers_survive_a_kill9(postgres_url, seaweedfs, tmp_path):
     prefix = f"cluster-{uuid.uuid4().hex[:8]}"
     settings = cluster_settings(postgres_url, seaweedfs, prefix)
     ports = [free_port() for _ in range(3)]
-    brokers = [Broker(tmp_path / f"b{i}", settings, port).start() for i, port in enumerate(ports)]
+    # All three start at once on a new database, as a cluster's brokers do: each creates
+    # the metadata and catalog tables if missing, and none may lose that race.
+    brokers = [Broker(tmp_path / f"b{i}", settings, port).launch() for i, port in enumerate(ports)]
+    for b in brokers:
+        b.wait()
     bootstrap = ",".join(b.bootstrap for b in brokers)
     try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not all("compactor.start" in b.log() for b in brokers):
+            time.sleep(0.2)
+        for b in brokers:
+            assert "compactor.start" in b.log() and "cannot open the catalog" not in b.log(), b.log()
         # Every broker sees the others.
         from confluent_kafka.admin import AdminClient
         for b in brokers:

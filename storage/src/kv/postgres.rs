@@ -18,6 +18,10 @@ use super::{Buffered, KeyValue, KvError, KvStore, KvTxn, WriteBuffer};
 
 const TABLE: &str = "icestream_kv";
 
+/// The advisory lock key under which brokers create the metadata table, one at a time
+/// (the bytes of "icestrkv"; any constant no other application uses).
+pub const SCHEMA_LOCK: i64 = 0x6963_6573_7472_6b76;
+
 pub struct PostgresKv {
     pool: PgPool,
     url_for_logs: String,
@@ -66,12 +70,24 @@ impl PostgresKv {
             .connect_with(options)
             .await
             .map_err(|e| pg_err(&format!("connecting to {}", redact(url)), e))?;
-        sqlx::query(&format!(
-            "CREATE TABLE IF NOT EXISTS {TABLE} (k BYTEA PRIMARY KEY, v BYTEA NOT NULL)"
-        ))
-        .execute(&pool)
-        .await
-        .map_err(|e| pg_err("creating the table", e))?;
+        // Brokers of a new cluster may start together: two concurrent `CREATE TABLE IF NOT
+        // EXISTS` can both pass the existence check and one then fails on PostgreSQL's
+        // catalog (a unique violation on `pg_type`). A transaction-scoped advisory lock
+        // makes the creators take turns; the second one sees the table and does nothing.
+        let create = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "CREATE TABLE IF NOT EXISTS {TABLE} (k BYTEA PRIMARY KEY, v BYTEA NOT NULL)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        };
+        create.await.map_err(|e| pg_err("creating the table", e))?;
         Ok(Self {
             pool,
             url_for_logs: redact(url),
@@ -300,6 +316,39 @@ pub(crate) mod tests {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
         Some(((), PostgresKv::connect(&url).await.expect("connect kv")))
+    }
+
+    /// Brokers of a new cluster starting together each create the table; none may fail
+    /// on PostgreSQL's race between concurrent `CREATE TABLE IF NOT EXISTS`.
+    #[tokio::test]
+    async fn brokers_starting_together_all_connect() {
+        let Ok(base) = std::env::var("ICESTREAM_TEST_POSTGRES_URL") else {
+            eprintln!("ICESTREAM_TEST_POSTGRES_URL not set: skipping");
+            return;
+        };
+        for _ in 0..5 {
+            let schema = format!("t{}", uuid::Uuid::new_v4().simple());
+            let admin = PgPool::connect(&base).await.expect("connect");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&admin)
+                .await
+                .expect("create schema");
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+            let starts = (0..8).map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PostgresKv::connect(&url).await })
+            });
+            for start in futures::future::join_all(starts).await {
+                let kv = start.expect("task").expect("every broker connects");
+                let mut txn = kv.begin_read().await.expect("begin");
+                assert!(txn
+                    .get(b"absent")
+                    .await
+                    .expect("the table is there")
+                    .is_none());
+            }
+        }
     }
 
     macro_rules! pg_or_skip {
