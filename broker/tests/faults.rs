@@ -7,6 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use icestream::{Components, Server, Settings};
 use icestream_storage::faults::{FaultyKv, FaultyObjectStore, KvFaults, ObjectFaults};
 use icestream_storage::kv::embedded::EmbeddedKv;
@@ -24,6 +26,8 @@ struct Faulty {
     server: Server,
     kv: Arc<KvFaults>,
     objects: Arc<ObjectFaults>,
+    /// The object store under the fault injector.
+    store: Arc<dyn object_store::ObjectStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -42,6 +46,7 @@ async fn start() -> Faulty {
         faults: kv_faults.clone(),
     });
     let objects = Objects::open("memory://").expect("objects");
+    let inner_store = objects.store.clone();
     let store = Arc::new(FaultyObjectStore {
         inner: objects.store.clone(),
         faults: object_faults.clone(),
@@ -68,6 +73,7 @@ async fn start() -> Faulty {
         server,
         kv: kv_faults,
         objects: object_faults,
+        store: inner_store,
         _dir: dir,
     }
 }
@@ -165,5 +171,58 @@ async fn commits_with_unknown_outcomes_are_resolved_before_anyone_is_answered() 
         .map(|(i, v)| (i as i64, v.to_string()))
         .collect();
     assert_eq!(log(&mut client).await, expected, "dense, each record once");
+    f.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_waiting_for_a_slow_commit_are_committed_together() {
+    const CLIENTS: usize = 8;
+    const SENDS: usize = 12;
+    let f = start().await;
+    let mut client = Client::connect(&f.server).await;
+    create_topic(&mut client, "faults").await;
+    // A slow metadata store: segments written while one commits wait for it, and are then
+    // committed in one transaction. Two of those transactions apply but lose their answer.
+    f.kv.commit_delay_ms.store(15, Ordering::SeqCst);
+    f.kv.unknown_after_commit.store(2, Ordering::SeqCst);
+    let commits_before = f.kv.commits.load(Ordering::SeqCst);
+    let mut producers = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = Client::connect(&f.server).await;
+        producers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..SENDS {
+                let values = [format!("c{c}-{i}-a"), format!("c{c}-{i}-b")];
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                let (err, base) = send(&mut client, &refs).await;
+                assert_eq!(err, 0, "every produce is acknowledged");
+                acked.push((base, values[0].clone()));
+                acked.push((base + 1, values[1].clone()));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for p in producers {
+        acked.extend(p.await.expect("producer"));
+    }
+    f.kv.commit_delay_ms.store(0, Ordering::SeqCst);
+    let commits = f.kv.commits.load(Ordering::SeqCst) - commits_before;
+    let segments = f
+        .store
+        .list(Some(&object_store::path::Path::from("wal")))
+        .count()
+        .await;
+    assert!(
+        commits < segments,
+        "{segments} segments took {commits} commits: some were grouped"
+    );
+    acked.sort();
+    let stored = log(&mut client).await;
+    assert_eq!(stored.len(), CLIENTS * SENDS * 2, "each record once");
+    assert_eq!(
+        stored, acked,
+        "every acknowledgement names the record's offset"
+    );
     f.server.shutdown().await;
 }

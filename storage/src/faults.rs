@@ -101,6 +101,10 @@ pub struct KvFaults {
     pub unknown_after_commit: AtomicUsize,
     /// Commits that do not apply and report [`KvError::UnknownOutcome`].
     pub unknown_before_commit: AtomicUsize,
+    /// Milliseconds every commit waits before it is sent (a slow metadata store).
+    pub commit_delay_ms: AtomicU64,
+    /// Commits sent to the inner store, counted.
+    pub commits: AtomicUsize,
     pub key_prefix: Vec<u8>,
 }
 
@@ -190,9 +194,14 @@ impl KvTxn for FaultyTxn {
         if !self.targeted {
             return self.inner.commit().await;
         }
+        let delay = faults.commit_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if take(&faults.fail_commits) {
             return Err(KvError::backend("injected fault: commit failed"));
         }
+        faults.commits.fetch_add(1, Ordering::SeqCst);
         if take(&faults.unknown_before_commit) {
             return Err(KvError::UnknownOutcome(
                 "injected fault: connection lost before the commit".into(),

@@ -41,6 +41,8 @@ use crate::log::Log;
 const PERMIT_BYTES: usize = 1024;
 /// Retries of a segment commit whose outcome was unknown.
 const UNKNOWN_OUTCOME_RETRIES: usize = 5;
+/// Segments committed in one metadata transaction at most.
+const MAX_GROUP_COMMIT: usize = 8;
 
 /// Why produced data was not made durable; producers get a retriable error.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -456,88 +458,159 @@ async fn commit_loop(
     log: Arc<Log>,
     config: AppenderConfig,
 ) {
-    while let Some(flushed) = rx.recv().await {
-        let Flushed {
-            append,
-            put,
-            data,
-            waiters,
-            key,
-        } = flushed;
-        let waited = Instant::now();
-        let put_result = match put.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("upload task: {e}")),
+    // A segment taken from the channel whose PUT was still running: it heads the next group.
+    let mut next: Option<Flushed> = None;
+    loop {
+        let first = match next.take() {
+            Some(f) => f,
+            None => match rx.recv().await {
+                Some(f) => f,
+                None => break,
+            },
         };
-        if let Err(e) = put_result {
-            tracing::warn!(segment = %key, error = %e, "produce.flush failed");
-            fail(waiters, AppendError::Storage(e));
+        let waited = Instant::now();
+        let Some(first) = finish_put(first).await else {
             continue;
+        };
+        // Segments queued behind it whose PUTs have also finished are committed with it,
+        // in one metadata transaction, in order.
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(f) if f.put.is_finished() => {
+                    if let Some(f) = finish_put(f).await {
+                        group.push(f);
+                    }
+                }
+                Ok(f) => {
+                    next = Some(f);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         let started = Instant::now();
-        match commit(&meta, &append, config.max_segment_age_ms).await {
-            Ok(results) => {
-                tracing::debug!(
-                    segment = %key,
-                    bytes = append.size,
-                    partitions = results.len(),
-                    commit_ms = started.elapsed().as_millis() as u64,
-                    put_wait_ms = (started - waited).as_millis() as u64,
-                    age_ms = (icestream_storage::SystemClock.now_ms() - append.created_ms),
-                    "meta.commit_segment"
-                );
-                for (p, (result, batch_data)) in
-                    append.partitions.iter().zip(results.iter().zip(&data))
-                {
-                    log.on_commit(p.topic_id, p.partition, result, batch_data);
+        let appends: Vec<_> = group.iter().map(|f| f.append.clone()).collect();
+        let outcomes = match commit(&meta, &appends, config.max_segment_age_ms).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                // Nothing was committed; one segment's failure must not fail the others,
+                // so each is committed on its own.
+                let mut outcomes = Vec::with_capacity(group.len());
+                for append in &appends {
+                    let one = commit(
+                        &meta,
+                        std::slice::from_ref(append),
+                        config.max_segment_age_ms,
+                    );
+                    outcomes.push(match one.await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| {
+                            Err(MetaError::SegmentAlreadyCommitted(append.segment))
+                        }),
+                        Err(e) => Err(e),
+                    });
                 }
-                for w in waiters {
-                    let outcomes = w
-                        .routes
-                        .iter()
-                        .map(|&(g, u)| results[g].outcomes[u])
-                        .collect();
-                    let _ = w.reply.send(Ok(outcomes));
-                }
+                outcomes
             }
-            Err(e) => {
-                tracing::warn!(segment = %key, error = %e, "meta.commit_segment failed");
-                fail(waiters, AppendError::Commit(e.to_string()));
+        };
+        let segments = group.len();
+        for (flushed, outcome) in group.into_iter().zip(outcomes) {
+            let Flushed {
+                append,
+                data,
+                waiters,
+                key,
+                ..
+            } = flushed;
+            match outcome {
+                Ok(results) => {
+                    tracing::debug!(
+                        segment = %key,
+                        bytes = append.size,
+                        partitions = results.len(),
+                        segments,
+                        commit_ms = started.elapsed().as_millis() as u64,
+                        put_wait_ms = (started - waited).as_millis() as u64,
+                        age_ms = (icestream_storage::SystemClock.now_ms() - append.created_ms),
+                        "meta.commit_segment"
+                    );
+                    for (p, (result, batch_data)) in
+                        append.partitions.iter().zip(results.iter().zip(&data))
+                    {
+                        log.on_commit(p.topic_id, p.partition, result, batch_data);
+                    }
+                    for w in waiters {
+                        let outcomes = w
+                            .routes
+                            .iter()
+                            .map(|&(g, u)| results[g].outcomes[u])
+                            .collect();
+                        let _ = w.reply.send(Ok(outcomes));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(segment = %key, error = %e, "meta.commit_segment failed");
+                    fail(waiters, AppendError::Commit(e.to_string()));
+                }
             }
         }
     }
 }
 
-/// Commits a segment, retrying when the outcome of an attempt is unknown (the commit is
-/// idempotent). A retry that finds the segment already committed reads the offsets its
-/// batches got back from the index, so producers are answered with the truth; only when
-/// that cannot be done (a batch was refused or deduplicated) do they get a retriable error,
-/// and idempotent producers then get their original offsets on retry.
+/// Waits for a segment's PUT; a failed one fails its producers and yields nothing.
+async fn finish_put(mut flushed: Flushed) -> Option<Flushed> {
+    let put_result = match (&mut flushed.put).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("upload task: {e}")),
+    };
+    match put_result {
+        Ok(()) => Some(flushed),
+        Err(e) => {
+            tracing::warn!(segment = %flushed.key, error = %e, "produce.flush failed");
+            fail(flushed.waiters, AppendError::Storage(e));
+            None
+        }
+    }
+}
+
+/// Commits segments in one transaction (see [`MetaStore::commit_segments`]), retrying
+/// when the outcome of an attempt is unknown (the commit is idempotent). A retry that finds
+/// them already committed (the group is atomic, so all of them were) reads the offsets
+/// their batches got back from the index, so producers are answered with the truth; only
+/// when that cannot be done for a segment (a batch was refused or deduplicated) do its
+/// producers get a retriable error, and idempotent producers then get their original
+/// offsets on retry. `Err` when nothing was committed; otherwise one outcome per segment,
+/// in order.
 async fn commit(
     meta: &MetaStore,
-    append: &Arc<SegmentAppend>,
+    appends: &[Arc<SegmentAppend>],
     max_age_ms: i64,
-) -> Result<Vec<PartitionResult>, MetaError> {
+) -> Result<Vec<Result<Vec<PartitionResult>, MetaError>>, MetaError> {
     let mut attempt = 0;
     let mut unknown = false;
     loop {
-        match meta.commit_segment(append.clone(), max_age_ms).await {
+        match meta.commit_segments(appends.to_vec(), max_age_ms).await {
+            Ok(results) => return Ok(results.into_iter().map(Ok).collect()),
             Err(MetaError::Kv(e)) if e.maybe_committed() && attempt < UNKNOWN_OUTCOME_RETRIES => {
                 attempt += 1;
                 unknown = true;
-                tracing::warn!(segment = %append.segment, error = %e, "segment commit outcome unknown, retrying");
+                tracing::warn!(segments = appends.len(), first = %appends[0].segment, error = %e, "segment commit outcome unknown, retrying");
                 tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
             }
             Err(MetaError::SegmentAlreadyCommitted(id)) if unknown => {
-                return match meta.committed_segment_results(append).await? {
-                    Some(results) => {
-                        tracing::info!(segment = %id, "segment commit had succeeded; offsets read back from the index");
-                        Ok(results)
-                    }
-                    None => Err(MetaError::SegmentAlreadyCommitted(id)),
-                };
+                tracing::info!(segment = %id, "segment commit had succeeded; offsets read back from the index");
+                let mut outcomes = Vec::with_capacity(appends.len());
+                for append in appends {
+                    outcomes.push(match meta.committed_segment_results(append).await {
+                        Ok(Some(results)) => Ok(results),
+                        Ok(None) => Err(MetaError::SegmentAlreadyCommitted(append.segment)),
+                        Err(e) => Err(e),
+                    });
+                }
+                return Ok(outcomes);
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }

@@ -118,16 +118,38 @@ impl MetaStore {
         append: Arc<SegmentAppend>,
         max_age_ms: i64,
     ) -> Result<Vec<PartitionResult>> {
+        let mut results = self.commit_segments(vec![append], max_age_ms).await?;
+        Ok(results.pop().unwrap_or_default())
+    }
+
+    /// Commits several written segments in one transaction, in the order given, as if each
+    /// were committed by [`MetaStore::commit_segment`] after the one before it (a later
+    /// segment sees the offsets and producer states the earlier ones left). All of them are
+    /// committed or none is: any segment's error fails the whole group, and a retry after
+    /// an unknown outcome that finds the first one committed knows they all were. One result
+    /// list per segment, in order.
+    pub async fn commit_segments(
+        &self,
+        appends: Vec<Arc<SegmentAppend>>,
+        max_age_ms: i64,
+    ) -> Result<Vec<Vec<PartitionResult>>> {
         let now = self.now_ms();
-        if now - append.created_ms > max_age_ms {
-            return Err(MetaError::SegmentTooOld(append.segment));
+        if let Some(old) = appends.iter().find(|a| now - a.created_ms > max_age_ms) {
+            return Err(MetaError::SegmentTooOld(old.segment));
         }
         let started = std::time::Instant::now();
+        let appends = Arc::new(appends);
         let result = self
             .kv
             .transact(|tx| {
-                let append = append.clone();
-                Box::pin(async move { commit_segment_txn(tx, &append, now).await })
+                let appends = appends.clone();
+                Box::pin(async move {
+                    let mut results = Vec::with_capacity(appends.len());
+                    for append in appends.iter() {
+                        results.push(commit_segment_txn(tx, append, now).await?);
+                    }
+                    Ok(results)
+                })
             })
             .await;
         crate::metrics::observe(

@@ -203,6 +203,98 @@ pub(super) async fn offsets_are_dense_and_indexed(meta: MetaStore, _clock: Arc<M
     ));
 }
 
+/// Segments committed together get the offsets and producer checks they would get one
+/// after another; a group with one segment that cannot be committed commits none.
+pub(super) async fn group_commits_are_sequential_and_atomic(
+    meta: MetaStore,
+    _clock: Arc<ManualClock>,
+) {
+    let t = meta
+        .create_topic("t", 2, BTreeMap::new())
+        .await
+        .expect("create");
+    let (pid, epoch) = meta.init_producer_id(None).await.expect("pid");
+    let p = |partition, units| PartitionAppend {
+        topic_id: t.id,
+        partition,
+        units,
+    };
+    let first = Arc::new(segment(vec![
+        p(0, vec![unit(vec![batch(16, 3, Some((pid, epoch, 0)))])]),
+        p(1, vec![unit(vec![batch(116, 2, None)])]),
+    ]));
+    let second = Arc::new(segment(vec![p(
+        0,
+        vec![
+            // A retry of the first segment's batch, then the next sequence.
+            unit(vec![batch(16, 3, Some((pid, epoch, 0)))]),
+            unit(vec![batch(116, 4, Some((pid, epoch, 3)))]),
+        ],
+    )]));
+    let third = Arc::new(segment(vec![p(
+        0,
+        vec![unit(vec![batch(16, 1, Some((pid, epoch, 9)))])],
+    )]));
+    let results = meta
+        .commit_segments(vec![first.clone(), second.clone(), third.clone()], 60_000)
+        .await
+        .expect("group commit");
+    assert_eq!(results.len(), 3);
+    let appended = |base_offset| UnitOutcome::Appended {
+        base_offset,
+        log_start_offset: 0,
+    };
+    assert_eq!(results[0][0].outcomes, vec![appended(0)]);
+    assert_eq!(results[0][1].outcomes, vec![appended(0)]);
+    assert_eq!(
+        results[1][0].outcomes,
+        vec![
+            UnitOutcome::Duplicate {
+                base_offset: 0,
+                log_start_offset: 0
+            },
+            appended(3)
+        ]
+    );
+    assert_eq!(results[1][0].high_watermark, 7);
+    assert_eq!(
+        results[2][0].outcomes,
+        vec![UnitOutcome::OutOfOrderSequence]
+    );
+    let entries = meta.index_entries(t.id, 0, 0, 0).await.expect("index");
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.base_offset, e.last_offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 2), (3, 6)]
+    );
+    // Every segment of the group was recorded as committed.
+    for s in [&first, &second, &third] {
+        assert!(matches!(
+            meta.commit_segment(s.clone(), 60_000).await,
+            Err(MetaError::SegmentAlreadyCommitted(_))
+        ));
+    }
+
+    // A group holding an already committed segment fails whole: the new one is not
+    // committed either, and commits afterwards on its own at the next offset.
+    let fresh = Arc::new(segment(vec![p(1, vec![unit(vec![batch(16, 5, None)])])]));
+    assert!(matches!(
+        meta.commit_segments(vec![fresh.clone(), first.clone()], 60_000)
+            .await,
+        Err(MetaError::SegmentAlreadyCommitted(id)) if id == first.segment
+    ));
+    let state = meta
+        .partition_state(t.id, 1)
+        .await
+        .expect("state")
+        .expect("exists");
+    assert_eq!(state.high_watermark, 2);
+    let r = meta.commit_segment(fresh, 60_000).await.expect("commit");
+    assert_eq!(r[0].outcomes, vec![appended(2)]);
+}
+
 pub(super) async fn idempotent_producers(meta: MetaStore, _clock: Arc<ManualClock>) {
     let t = meta
         .create_topic("t", 1, BTreeMap::new())
@@ -1047,6 +1139,7 @@ macro_rules! meta_domain_tests {
         meta_domain_tests!($backend, $make, [
             topic_lifecycle,
             offsets_are_dense_and_indexed,
+            group_commits_are_sequential_and_atomic,
             idempotent_producers,
             transactions_on_partitions,
             old_segments_are_refused,
