@@ -5,6 +5,7 @@
 #
 #   ./benches/latency.sh                  every scenario, 15 s each
 #   DURATION=30 PUT_DELAY_MS=50 ./benches/latency.sh
+#   BROKER_SET="flush_eager_bytes=0" ./benches/latency.sh     with settings, as --set k=v
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${ICESTREAM_CACHE:-$HOME/.cache/icestream}
@@ -18,6 +19,8 @@ WORK=$(mktemp -d /tmp/icestream-latency.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BROKER_PID=
 SCENARIO=0
+SETS=()
+for kv in ${BROKER_SET:-}; do SETS+=(--set "$kv"); done
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   BROKER_PID=
@@ -35,7 +38,7 @@ local_store() {
   # created within seconds of deleting many others pay for skipping their inodes.
   DATA=$WORK/data.$((++SCENARIO))
   RUST_LOG=warn "$BIN/icestream" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-    --set admin_listen= --set schema_registry_listen= > "$WORK/broker.log" 2>&1 &
+    --set admin_listen= --set schema_registry_listen= "${SETS[@]}" > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   wait_port
 }
@@ -44,7 +47,7 @@ slow_store() {
   stop_broker
   DATA=$WORK/data.$((++SCENARIO))
   RUST_LOG=warn "$BIN/slowstore" --listen "127.0.0.1:$PORT" --data-dir "$DATA" \
-    --put-delay-ms "$PUT_DELAY_MS" > "$WORK/broker.log" 2>&1 &
+    --put-delay-ms "$PUT_DELAY_MS" "${SETS[@]}" > "$WORK/broker.log" 2>&1 &
   BROKER_PID=$!
   wait_port
 }

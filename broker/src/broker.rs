@@ -159,6 +159,7 @@ impl Broker {
             AppenderConfig {
                 flush_interval: settings.flush_interval(objects.kind),
                 flush_burst: settings.flush_burst,
+                flush_eager_bytes: settings.flush_eager_bytes,
                 flush_bytes: settings.flush_bytes,
                 max_inflight_bytes: settings.max_inflight_bytes,
                 max_inflight_flushes: settings.max_inflight_flushes,

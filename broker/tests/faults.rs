@@ -32,6 +32,10 @@ struct Faulty {
 }
 
 async fn start() -> Faulty {
+    start_with(|_| {}).await
+}
+
+async fn start_with(configure: impl FnOnce(&mut Settings)) -> Faulty {
     let dir = tempfile::tempdir().expect("tempdir");
     let kv_faults = Arc::new(KvFaults {
         key_prefix: SEGMENT_COMMIT_KEY_PREFIX.to_vec(),
@@ -51,7 +55,7 @@ async fn start() -> Faulty {
         inner: objects.store.clone(),
         faults: object_faults.clone(),
     });
-    let settings = Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".into(),
         admin_listen: String::new(),
         data_dir: dir.path().to_path_buf(),
@@ -59,6 +63,7 @@ async fn start() -> Faulty {
         compaction: false,
         ..Settings::default()
     };
+    configure(&mut settings);
     let server = Server::start_with(
         settings,
         Components {
@@ -224,5 +229,58 @@ async fn segments_waiting_for_a_slow_commit_are_committed_together() {
         stored, acked,
         "every acknowledgement names the record's offset"
     );
+    f.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_produces_are_written_at_once_and_larger_ones_wait_for_the_interval() {
+    // A long interval and no early-write credits: only eager writes answer quickly.
+    let f = start_with(|s| {
+        s.flush_interval_ms = Some(1_000);
+        s.flush_burst = 0;
+        s.flush_eager_bytes = 8 * 1024;
+    })
+    .await;
+    let mut client = Client::connect(&f.server).await;
+    create_topic(&mut client, "faults").await;
+    let segments = || async {
+        f.store
+            .list(Some(&object_store::path::Path::from("wal")))
+            .count()
+            .await
+    };
+    let segments_before = segments().await;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let value = format!("small-{i}");
+        assert_eq!(send(&mut client, &[&value]).await, (0, i));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "20 small produces, one after another, took {:?}: each waited for the interval",
+        started.elapsed()
+    );
+    assert_eq!(segments().await - segments_before, 20, "one segment each");
+    // More than the eager bytes waits for the interval after the last write. The batch is
+    // compressed, so the value is pseudo-random letters (about 5 bits each, 25 KiB).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let large: String = (0..40 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(send(&mut client, &[&large]).await, (0, 20));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "a produce above the eager bytes was written after {:?}, not at the interval",
+        started.elapsed()
+    );
+    let stored = log(&mut client).await;
+    assert_eq!(stored.len(), 21);
+    assert_eq!(stored[20], (20, large));
     f.server.shutdown().await;
 }

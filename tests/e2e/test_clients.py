@@ -49,6 +49,35 @@ def test_acks_levels(broker, acks):
         assert got == want
 
 
+def test_eager_writes_answer_each_produce_without_waiting_for_the_interval(make_broker):
+    """With `flush_eager_bytes`, a produce that finds no segment write in flight is written
+    at once: ten sequential acks=all produces take one PUT and one commit each, not the
+    two-second interval (no early-write credits here), and land in ten segments."""
+    from confluent_kafka import Producer
+
+    from helpers import admin_settings, metric
+
+    broker = make_broker(admin_settings({"flush_interval_ms": 2000, "flush_burst": 0,
+                                         "flush_eager_bytes": 65536}))
+    create_topic(broker.bootstrap, "eager", 1)
+    puts_before = metric(broker, "icestream_segment_puts_total")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    offsets = []
+    started = time.monotonic()
+    for i in range(10):
+        p.produce("eager", f"eager-{i}".encode(),
+                  on_delivery=lambda err, msg: offsets.append((err, msg.offset())))
+        assert p.flush(30) == 0
+    elapsed = time.monotonic() - started
+    assert [o for _, o in offsets] == list(range(10)), offsets
+    assert all(err is None for err, _ in offsets)
+    assert elapsed < 8, f"ten produces took {elapsed:.1f} s: they waited for the interval"
+    assert metric(broker, "icestream_segment_puts_total") - puts_before == 10
+    consumed = consume(broker.bootstrap, "eager", 1, 10)
+    want = sorted(f"eager-{i}".encode() for i in range(10))
+    assert sorted(v[1] for v in consumed.values()) == want
+
+
 def test_consume_from_offset_timestamp_and_latest(broker):
     topic = "positions"
     create_topic(broker.bootstrap, topic, 1)

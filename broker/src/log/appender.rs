@@ -8,7 +8,10 @@
 //! until `flush_interval` after the last write (or until `flush_bytes` wait), so under load
 //! segments grow instead of their number: PUTs per second stay near one per
 //! `flush_interval`, with bursts of at most `flush_burst` early writes. Early writes earn
-//! credits at one per `flush_interval` and every write spends one.
+//! credits at one per `flush_interval` and every write spends one. Optionally (off by
+//! default), at most `flush_eager_bytes` waiting while no write is in flight are written at
+//! once without a credit: every produce then waits for one PUT and one commit, and PUTs
+//! follow each other as fast as they complete.
 //!
 //! Pipelining: segment PUTs run concurrently (up to `max_inflight_flushes`), commits run
 //! one at a time in segment order, so a producer's batches get offsets in the order they
@@ -79,6 +82,9 @@ pub struct AppenderConfig {
     /// Early writes (data written at once while no write is in flight) allowed in a burst;
     /// they accrue at one per `flush_interval`.
     pub flush_burst: usize,
+    /// Waiting data of at most this many bytes is written at once while no write is in
+    /// flight, without spending a credit.
+    pub flush_eager_bytes: usize,
     pub flush_bytes: usize,
     pub max_inflight_bytes: usize,
     pub max_inflight_flushes: usize,
@@ -234,8 +240,14 @@ async fn flush_loop(
     loop {
         if !pending.is_empty() {
             let now = Instant::now();
-            let early = in_flight.idle() && credits.available(now);
-            if early || bytes >= config.flush_bytes || now >= last_flush + config.flush_interval {
+            let idle = in_flight.idle();
+            let eager = idle && bytes <= config.flush_eager_bytes;
+            let early = idle && !eager && credits.available(now);
+            if eager
+                || early
+                || bytes >= config.flush_bytes
+                || now >= last_flush + config.flush_interval
+            {
                 // Requests already queued behind these go into the same segment.
                 while bytes < config.flush_bytes {
                     match rx.try_recv() {
@@ -249,7 +261,9 @@ async fn flush_loop(
                 let batch = std::mem::take(&mut pending);
                 bytes = 0;
                 last_flush = now;
-                credits.spend();
+                if !eager {
+                    credits.spend();
+                }
                 let flushed = start_flush(batch, &objects, &in_flight);
                 if commit_tx.send(flushed).await.is_err() {
                     return;
