@@ -18,7 +18,12 @@ The rest are left out, by category:
 - hang in librdkafka 2.0.2's destroy after a subscribed topic is deleted (a partition
   reference leak of the 2.0 client): 0107, 0113 (subtest h_delete_topic);
 - timing-sensitive: 0055 (counts the client's wakeups; failed on a loaded machine),
-  0094 (sockem; near its own timeout even alone).
+  0094 (sockem; near its own timeout even alone), 0086 (sockem; remote purge: it expects
+  the first ProduceRequest to carry all ten queued messages, but when the topic's metadata
+  arrives after `linger.ms` the 2.0 client moves its unassigned messages to the partition
+  one at a time while the broker thread, woken by the first, may already send a batch of
+  one; on a fast machine that failed about half the runs, against this and earlier
+  brokers alike).
 """
 
 import os
@@ -42,7 +47,7 @@ PASSING = [
     "0130", "0132", "0137",
 ]
 # Tests that use sockem, one at a time.
-PASSING_SOCKEM = ["0049", "0068", "0075", "0076", "0086", "0088"]
+PASSING_SOCKEM = ["0049", "0068", "0075", "0076", "0088"]
 # The "noautocreate" scenario: a broker with auto_create_topics=false.
 PASSING_NOAUTOCREATE = ["0111"]
 # The Admin API test creates, describes and deletes ACLs: a broker with the ACL
