@@ -13,6 +13,7 @@
 //! for room in the pool instead of each holding a frame buffer.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -88,7 +89,8 @@ pub async fn serve<R, W>(
 {
     let peer = session.peer;
     let (tx, rx) = mpsc::channel::<ResponseFuture>(MAX_PENDING_RESPONSES);
-    let writer_task = tokio::spawn(write_loop(writer, rx, peer));
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let writer_task = tokio::spawn(write_loop(writer, rx, peer, unanswered.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let max = broker.settings.socket_request_max_bytes;
     let auth_deadline = tokio::time::Instant::now() + broker.security.auth_timeout;
@@ -118,10 +120,12 @@ pub async fn serve<R, W>(
                 break;
             }
         };
-        let dispatched = api::dispatch(&broker, frame, &mut session).await;
+        let waiting = unanswered.load(Ordering::Relaxed);
+        let dispatched = api::dispatch(&broker, frame, &mut session, waiting).await;
         drop(permit);
         match dispatched {
             Ok(Some(response)) => {
+                unanswered.fetch_add(1, Ordering::Relaxed);
                 if tx.send(response).await.is_err() {
                     break;
                 }
@@ -184,9 +188,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<ResponseFuture>,
     peer: SocketAddr,
+    unanswered: Arc<AtomicUsize>,
 ) {
     while let Some(response) = rx.recv().await {
-        match response.await {
+        let answer = response.await;
+        unanswered.fetch_sub(1, Ordering::Relaxed);
+        match answer {
             Ok(Some(bytes)) => {
                 if let Err(e) = writer.write_all(&bytes).await {
                     tracing::debug!(%peer, error = %e, "connection.write");

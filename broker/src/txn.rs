@@ -660,7 +660,8 @@ impl Transactions {
             .collect();
         let rx = self
             .appender
-            .append(inputs)
+            // The transaction's producer waits for its end before it can go on.
+            .append(inputs, true)
             .await
             .map_err(|e| e.to_string())?;
         let outcomes = rx

@@ -78,6 +78,46 @@ def test_eager_writes_answer_each_produce_without_waiting_for_the_interval(make_
     assert sorted(v[1] for v in consumed.values()) == want
 
 
+def test_an_idempotent_producer_with_five_requests_in_flight_is_answered_without_the_interval(
+        make_broker):
+    """An idempotent producer keeps at most five requests in flight, and librdkafka sends one
+    partition per request: once the fifth is in, nothing more of it can join the segment, so
+    the broker writes at once instead of waiting for the (two-second, no early credits)
+    flush interval. Each round of five partitions is one segment, answered in well under
+    the interval."""
+    from confluent_kafka import Producer
+
+    from helpers import admin_settings, metric
+
+    broker = make_broker(admin_settings({"flush_interval_ms": 2000, "flush_burst": 0}))
+    create_topic(broker.bootstrap, "waits", 5)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0,
+                  "enable.idempotence": True})
+    delivered = []
+
+    def round_of_five(r):
+        for part in range(5):
+            p.produce("waits", f"r{r}-p{part}".encode(), partition=part,
+                      on_delivery=lambda err, msg: delivered.append((err, msg.partition(),
+                                                                     msg.offset())))
+        assert p.flush(30) == 0
+
+    round_of_five(0)  # the producer id, and a first write of whatever came first
+    puts_before = metric(broker, "icestream_segment_puts_total")
+    started = time.monotonic()
+    for r in range(1, 6):
+        round_of_five(r)
+    elapsed = time.monotonic() - started
+    assert all(err is None for err, _, _ in delivered), delivered
+    assert elapsed < 5, f"five rounds took {elapsed:.1f} s: they waited for the interval"
+    assert metric(broker, "icestream_segment_puts_total") - puts_before == 5
+    assert sorted((part, off) for _, part, off in delivered) == \
+        sorted((part, off) for part in range(5) for off in range(6))
+    consumed = consume(broker.bootstrap, "waits", 5, 30)
+    want = sorted(f"r{r}-p{part}".encode() for r in range(6) for part in range(5))
+    assert sorted(v[1] for v in consumed.values()) == want
+
+
 def test_consume_from_offset_timestamp_and_latest(broker):
     topic = "positions"
     create_topic(broker.bootstrap, topic, 1)

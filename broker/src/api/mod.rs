@@ -105,6 +105,8 @@ pub struct Context {
     pub listener: &'static str,
     /// Size of the request frame (handlers keeping slices of it decide whether to copy).
     pub frame_bytes: usize,
+    /// Earlier requests of this connection not yet answered.
+    pub unanswered: usize,
 }
 
 impl Context {
@@ -157,6 +159,7 @@ pub async fn dispatch(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     session: &mut Session,
+    unanswered: usize,
 ) -> Result<Option<ResponseFuture>, DispatchError> {
     let peer = session.peer;
     if session.raw_tokens {
@@ -223,6 +226,7 @@ pub async fn dispatch(
         host: session.host.clone(),
         listener: session.listener.name(),
         frame_bytes,
+        unanswered,
     };
     let b = broker.clone();
     if let Some(response) = authorize::refusal(&b, &ctx, &request) {

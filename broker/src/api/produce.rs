@@ -37,6 +37,9 @@ use crate::errors;
 use crate::log::appender::{AppendReply, PartitionInput};
 use crate::security::acl::{op, resource};
 
+/// Requests an idempotent producer may have in flight on one connection.
+const IDEMPOTENT_MAX_IN_FLIGHT: usize = 5;
+
 /// Where each partition of the response comes from.
 enum Slot {
     /// Refused before queueing (with the indexes of the offending records, if known).
@@ -215,10 +218,19 @@ pub async fn admit(
             }
         }
     }
+    // An idempotent producer keeps at most five requests in flight on a connection (Kafka
+    // keeps the last five batches of each producer to detect duplicates, and clients
+    // enforce the limit): with this one it has sent all it may, and nothing more of it
+    // can join the segment before it is answered.
+    let client_waits = acks != 0
+        && ctx.unanswered + 1 >= IDEMPOTENT_MAX_IN_FLIGHT
+        && inputs
+            .iter()
+            .any(|i| i.batches.iter().any(|(h, _)| h.has_producer_id()));
     let reply = if inputs.is_empty() {
         None
     } else {
-        Some(broker.appender.append(inputs).await)
+        Some(broker.appender.append(inputs, client_waits).await)
     };
     if acks == 0 {
         // No response; still log failures.

@@ -13,6 +13,12 @@
 //! once without a credit: every produce then waits for one PUT and one commit, and PUTs
 //! follow each other as fast as they complete.
 //!
+//! Waiting for more data helps only while more can come. A request whose client can send
+//! nothing more until it is answered (the fifth in flight of an idempotent producer, which
+//! may have no more; transaction markers) is written, with whatever waits with it, as soon
+//! as no write is in flight, without a credit. Such a client's next requests come only
+//! after this segment's commit, so it adds at most one segment per commit to the rate.
+//!
 //! Pipelining: segment PUTs run concurrently (up to `max_inflight_flushes`), commits run
 //! one at a time in segment order, so a producer's batches get offsets in the order they
 //! arrived. Backpressure: produced bytes hold permits of a semaphore sized
@@ -71,6 +77,8 @@ pub type AppendReply = Result<Vec<UnitOutcome>, AppendError>;
 struct Pending {
     inputs: Vec<PartitionInput>,
     bytes: usize,
+    /// The client can send nothing more until this request is answered.
+    client_waits: bool,
     reply: oneshot::Sender<AppendReply>,
     _permit: OwnedSemaphorePermit,
 }
@@ -132,10 +140,13 @@ impl Appender {
     }
 
     /// Queues validated batches; waits while too many bytes are in flight. The receiver
-    /// yields the outcomes once the segment holding them is committed.
+    /// yields the outcomes once the segment holding them is committed. `client_waits`: the
+    /// sender can send nothing more until this is answered, so waiting for more data to
+    /// share the segment only delays it; it is written as soon as no write is in flight.
     pub async fn append(
         &self,
         inputs: Vec<PartitionInput>,
+        client_waits: bool,
     ) -> Result<oneshot::Receiver<AppendReply>, AppendError> {
         let bytes: usize = inputs
             .iter()
@@ -153,6 +164,7 @@ impl Appender {
             .send(Pending {
                 inputs,
                 bytes,
+                client_waits,
                 reply,
                 _permit: permit,
             })
@@ -236,12 +248,14 @@ async fn flush_loop(
     let mut credits = Credits::new(config.flush_burst, config.flush_interval);
     let mut pending: Vec<Pending> = Vec::new();
     let mut bytes = 0usize;
+    // Some waiting request's client can send nothing more until it is answered.
+    let mut client_waits = false;
     let mut last_flush = Instant::now() - config.flush_interval;
     loop {
         if !pending.is_empty() {
             let now = Instant::now();
             let idle = in_flight.idle();
-            let eager = idle && bytes <= config.flush_eager_bytes;
+            let eager = idle && (client_waits || bytes <= config.flush_eager_bytes);
             let early = idle && !eager && credits.available(now);
             if eager
                 || early
@@ -260,6 +274,7 @@ async fn flush_loop(
                 }
                 let batch = std::mem::take(&mut pending);
                 bytes = 0;
+                client_waits = false;
                 last_flush = now;
                 if !eager {
                     credits.spend();
@@ -277,6 +292,7 @@ async fn flush_loop(
             msg = rx.recv() => match msg {
                 Some(p) => {
                     bytes += p.bytes;
+                    client_waits |= p.client_waits;
                     pending.push(p);
                 }
                 None => break,
