@@ -23,7 +23,10 @@ The rest are left out, by category:
   arrives after `linger.ms` the 2.0 client moves its unassigned messages to the partition
   one at a time while the broker thread, woken by the first, may already send a batch of
   one; on a fast machine that failed about half the runs, against this and earlier
-  brokers alike).
+  brokers alike), 0061 (consumer lag in statistics: the client's statistics timer reads the
+  stored offset while the application thread stores the next one, so a statistics event
+  can carry the lag from one message before the test's own count; about one run in ten,
+  against this and earlier brokers alike, with a high watermark that never moves).
 """
 
 import os
@@ -41,7 +44,7 @@ PASSING = [
     "0015", "0016", "0017", "0018", "0019", "0020", "0021", "0022", "0026", "0029",
     "0030", "0031", "0033", "0034", "0035", "0036", "0038", "0039", "0040", "0041",
     "0042", "0044", "0045", "0048", "0050", "0051", "0053", "0054", "0056", "0057",
-    "0059", "0060", "0061", "0063", "0064", "0065", "0067", "0069", "0070", "0073",
+    "0059", "0060", "0063", "0064", "0065", "0067", "0069", "0070", "0073",
     "0082", "0083", "0084", "0085", "0089", "0090", "0091", "0092", "0093", "0099",
     "0102", "0103", "0110", "0112", "0114", "0118", "0122", "0123", "0125", "0129",
     "0130", "0132", "0137",
