@@ -160,6 +160,7 @@ impl Broker {
                 flush_interval: settings.flush_interval(objects.kind),
                 flush_burst: settings.flush_burst,
                 flush_eager_bytes: settings.flush_eager_bytes,
+                flush_when_clients_wait: settings.flush_when_clients_wait,
                 flush_bytes: settings.flush_bytes,
                 max_inflight_bytes: settings.max_inflight_bytes,
                 max_inflight_flushes: settings.max_inflight_flushes,

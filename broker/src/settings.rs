@@ -106,6 +106,13 @@ pub struct Settings {
     /// complete; more waits for the interval. Lower latency for more PUTs and CPU: 0 (off)
     /// by default.
     pub flush_eager_bytes: usize,
+    /// While no segment write is in flight, waiting data is written at once without
+    /// spending a `flush_burst` credit when a waiting request's client can send nothing
+    /// more until it is answered (the fifth request in flight of an idempotent producer;
+    /// transaction markers): waiting would gather nothing more from it. While such clients
+    /// keep waiting, segments follow each other as fast as they complete (on S3, one PUT per
+    /// PUT latency instead of one per `flush_interval_ms`).
+    pub flush_when_clients_wait: bool,
     /// A segment is written as soon as this many bytes are waiting.
     pub flush_bytes: usize,
     /// Produced bytes accepted but not yet acknowledged, across all connections; producers
@@ -232,6 +239,7 @@ pub const KEYS: &[&str] = &[
     "flush_interval_ms",
     "flush_burst",
     "flush_eager_bytes",
+    "flush_when_clients_wait",
     "flush_bytes",
     "max_inflight_bytes",
     "max_inflight_flushes",
@@ -303,6 +311,7 @@ impl Default for Settings {
             flush_interval_ms: None,
             flush_burst: 20,
             flush_eager_bytes: 0,
+            flush_when_clients_wait: true,
             flush_bytes: 8 * 1024 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
             max_inflight_flushes: 8,

@@ -16,8 +16,9 @@
 //! Waiting for more data helps only while more can come. A request whose client can send
 //! nothing more until it is answered (the fifth in flight of an idempotent producer, which
 //! may have no more; transaction markers) is written, with whatever waits with it, as soon
-//! as no write is in flight, without a credit. Such a client's next requests come only
-//! after this segment's commit, so it adds at most one segment per commit to the rate.
+//! as no write is in flight, without a credit (`flush_when_clients_wait`, on by default).
+//! Such a client's next requests come only after this segment's commit, so while such
+//! clients keep waiting, segments follow each other as fast as they complete.
 //!
 //! Pipelining: segment PUTs run concurrently (up to `max_inflight_flushes`), commits run
 //! one at a time in segment order, so a producer's batches get offsets in the order they
@@ -93,6 +94,9 @@ pub struct AppenderConfig {
     /// Waiting data of at most this many bytes is written at once while no write is in
     /// flight, without spending a credit.
     pub flush_eager_bytes: usize,
+    /// Waiting data that a client waits for, unable to send more, is written at once while
+    /// no write is in flight, without spending a credit.
+    pub flush_when_clients_wait: bool,
     pub flush_bytes: usize,
     pub max_inflight_bytes: usize,
     pub max_inflight_flushes: usize,
@@ -255,7 +259,9 @@ async fn flush_loop(
         if !pending.is_empty() {
             let now = Instant::now();
             let idle = in_flight.idle();
-            let eager = idle && (client_waits || bytes <= config.flush_eager_bytes);
+            let eager = idle
+                && ((client_waits && config.flush_when_clients_wait)
+                    || bytes <= config.flush_eager_bytes);
             let early = idle && !eager && credits.available(now);
             if eager
                 || early
