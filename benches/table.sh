@@ -28,6 +28,10 @@ echo "### compaction throughput (in-process, 512 MB of WAL, 16 partitions, 1 KiB
 "$BIN/tablebench" compact --mb "${COMPACT_MB:-512}" --partitions 16
 
 echo
+echo "### compaction throughput, small segments (~50 KiB: 3 records per partition, as a broker taking 10 MB/s writes every 5 ms)"
+"$BIN/tablebench" compact --mb "${COMPACT_SMALL_MB:-128}" --partitions 16 --batch-records 3
+
+echo
 echo "### compaction throughput with typed columns (Avro values of a registered schema, decoded into columns)"
 "$BIN/tablebench" compact --mb "${COMPACT_MB:-512}" --partitions 16 --avro
 

@@ -50,6 +50,11 @@ enum Command {
         /// WAL folded per round at most (MB): smaller makes more, smaller data files.
         #[arg(long, default_value_t = 256)]
         round_mb: usize,
+        /// Records per batch: each segment holds one batch per partition, so this sets
+        /// the segment size (100: ~1.6 MiB at 16 partitions; 3, ~50 KiB, is what a broker
+        /// taking 10 MB/s writes every 5 ms).
+        #[arg(long, default_value_t = 100)]
+        batch_records: usize,
         /// Then rewrite the small files into large ones, and report that too.
         #[arg(long)]
         rewrite: bool,
@@ -211,6 +216,7 @@ async fn compact(
     partitions: i32,
     record_size: usize,
     round_mb: usize,
+    per_batch: usize,
     rewrite: bool,
     avro: bool,
 ) -> anyhow::Result<()> {
@@ -246,8 +252,8 @@ async fn compact(
     } else {
         None
     };
-    // Segments of ~4 MiB: every partition gets a batch of 100 records per segment.
-    let per_batch = 100usize;
+    // Every partition gets a batch of `per_batch` records per segment.
+    let per_batch = per_batch.max(1);
     let mut written = 0usize;
     let mut raw = 0usize;
     let mut seed = 0u64;
@@ -675,6 +681,7 @@ fn main() -> anyhow::Result<()> {
             partitions,
             record_size,
             round_mb,
+            batch_records,
             rewrite,
             avro,
         } => rt.block_on(compact(
@@ -682,6 +689,7 @@ fn main() -> anyhow::Result<()> {
             partitions,
             record_size,
             round_mb,
+            batch_records,
             rewrite,
             avro,
         )),

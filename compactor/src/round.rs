@@ -43,6 +43,15 @@ use crate::arrow::rows_to_batch;
 use crate::typed::{latest_id, typed_schema, ValueDecoder};
 use crate::{failpoint, CompactError, CompactorConfig, SwapListener};
 
+/// The WAL bytes of partitions read together, at most (a larger partition is read alone).
+const READ_GROUP_BYTES: u64 = 32 << 20;
+/// Ranges of a segment this close are read as one (the bytes between are read and dropped).
+const READ_GAP_BYTES: u64 = 1 << 20;
+
+fn entry_bytes(entries: &[IndexEntry]) -> u64 {
+    entries.iter().map(IndexEntry::size_bytes).sum()
+}
+
 /// What a round did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoundReport {
@@ -291,8 +300,28 @@ impl RoundContext<'_> {
         let mut round_files = Vec::new();
         let mut all_kept = Vec::new();
         let mut total_rows = 0u64;
-        for (p, entries) in plan {
-            let (rows, kept) = self.read_rows(topic.id, *p, entries).await?;
+        // Partitions are read in groups of at most READ_GROUP_BYTES, each WAL segment once
+        // per group (one ranged GET for the chunks of all the group's partitions in it):
+        // a segment holds a chunk of every partition written during its interval, and
+        // reading partition by partition cost a GET (an open and a read on the local
+        // store) per partition and segment.
+        let mut fetched: std::collections::VecDeque<Vec<bytes::Bytes>> = Default::default();
+        let mut group_end = 0;
+        for (n, (p, entries)) in plan.iter().enumerate() {
+            if n == group_end {
+                let mut bytes = 0u64;
+                let start = n;
+                while group_end < plan.len()
+                    && (group_end == start
+                        || bytes + entry_bytes(&plan[group_end].1) <= READ_GROUP_BYTES)
+                {
+                    bytes += entry_bytes(&plan[group_end].1);
+                    group_end += 1;
+                }
+                fetched = self.read_wal(&plan[start..group_end]).await?.into();
+            }
+            let data = fetched.pop_front().unwrap_or_default();
+            let (rows, kept) = self.read_rows(topic.id, *p, entries, data).await?;
             all_kept.extend(kept);
             if rows.is_empty() {
                 continue;
@@ -335,14 +364,95 @@ impl RoundContext<'_> {
         Ok((data_files, round_files, all_kept, total_rows))
     }
 
-    /// The records of WAL index entries of a partition, in offset order, without control
-    /// batches and without the records of aborted transactions; those batches (and any
-    /// that cannot be decoded) are returned as runs that stay in the WAL.
+    /// The bytes of the WAL entries of `plan`'s partitions, per partition and in entry order
+    /// (empty for entries not in the WAL): one ranged GET per segment, its ranges merged
+    /// across gaps of at most READ_GAP_BYTES (other topics' chunks).
+    async fn read_wal(
+        &self,
+        plan: &[(i32, Vec<IndexEntry>)],
+    ) -> Result<Vec<Vec<bytes::Bytes>>, CompactError> {
+        // (partition index, entry index, range) per segment
+        type Wanted = Vec<(usize, usize, std::ops::Range<u64>)>;
+        let mut by_segment: BTreeMap<uuid::Uuid, Wanted> = BTreeMap::new();
+        for (g, (_, entries)) in plan.iter().enumerate() {
+            for (i, e) in entries.iter().enumerate() {
+                if let Location::Wal {
+                    segment,
+                    position,
+                    length,
+                } = e.location
+                {
+                    by_segment.entry(segment).or_default().push((
+                        g,
+                        i,
+                        position..position + u64::from(length),
+                    ));
+                }
+            }
+        }
+        let fetches = by_segment
+            .into_iter()
+            .map(|(segment, mut wanted)| async move {
+                wanted.sort_by_key(|(_, _, r)| r.start);
+                let mut spans: Vec<std::ops::Range<u64>> = Vec::new();
+                for (_, _, r) in &wanted {
+                    match spans.last_mut() {
+                        Some(last) if r.start <= last.end.saturating_add(READ_GAP_BYTES) => {
+                            last.end = last.end.max(r.end);
+                        }
+                        _ => spans.push(r.clone()),
+                    }
+                }
+                let key = segment_key(segment);
+                let got = self
+                    .objects
+                    .store
+                    .get_ranges(&self.objects.path(&key), &spans)
+                    .await?;
+                let mut out = Vec::with_capacity(wanted.len());
+                let mut span = 0;
+                for (g, i, r) in wanted {
+                    while spans.get(span).is_some_and(|s| s.end < r.end) {
+                        span += 1;
+                    }
+                    let (Some(s), Some(bytes)) = (spans.get(span), got.get(span)) else {
+                        return Err(CompactError::Corrupt(format!("{key}: no bytes for {r:?}")));
+                    };
+                    let (from, to) = ((r.start - s.start) as usize, (r.end - s.start) as usize);
+                    if to > bytes.len() {
+                        return Err(CompactError::Corrupt(format!(
+                            "{key}: {} bytes read for {s:?}",
+                            bytes.len()
+                        )));
+                    }
+                    out.push((g, i, bytes.slice(from..to)));
+                }
+                Ok::<_, CompactError>(out)
+            });
+        let results: Vec<Vec<(usize, usize, bytes::Bytes)>> = futures::stream::iter(fetches)
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut data: Vec<Vec<bytes::Bytes>> = plan
+            .iter()
+            .map(|(_, entries)| vec![bytes::Bytes::new(); entries.len()])
+            .collect();
+        for (g, i, b) in results.into_iter().flatten() {
+            data[g][i] = b;
+        }
+        Ok(data)
+    }
+
+    /// The records of WAL index entries of a partition (`data`: their bytes), in offset
+    /// order, without control batches and without the records of aborted transactions;
+    /// those batches (and any that cannot be decoded) are returned as runs that stay in the
+    /// WAL.
     async fn read_rows(
         &self,
         topic_id: uuid::Uuid,
         partition: i32,
         entries: &[IndexEntry],
+        data: Vec<bytes::Bytes>,
     ) -> Result<(Vec<Row>, Vec<KeptRun>), CompactError> {
         let aborted = match (entries.first(), entries.last()) {
             (Some(first), Some(last)) => {
@@ -352,41 +462,12 @@ impl RoundContext<'_> {
             }
             _ => Vec::new(),
         };
-        // One ranged GET per segment for all its entries.
-        let mut by_segment: BTreeMap<uuid::Uuid, Vec<(usize, std::ops::Range<u64>)>> =
-            BTreeMap::new();
-        for (i, e) in entries.iter().enumerate() {
-            if let Location::Wal {
-                segment,
-                position,
-                length,
-            } = e.location
-            {
-                by_segment
-                    .entry(segment)
-                    .or_default()
-                    .push((i, position..position + u64::from(length)));
-            }
-        }
-        let mut data = vec![bytes::Bytes::new(); entries.len()];
-        let fetches = by_segment.into_iter().map(|(segment, ranges)| async move {
-            let path = self.objects.path(&segment_key(segment));
-            let only: Vec<std::ops::Range<u64>> = ranges.iter().map(|(_, r)| r.clone()).collect();
-            let got = self.objects.store.get_ranges(&path, &only).await?;
-            Ok::<_, CompactError>(
-                ranges
-                    .into_iter()
-                    .map(|(i, _)| i)
-                    .zip(got)
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let results: Vec<Vec<(usize, bytes::Bytes)>> = futures::stream::iter(fetches)
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
-        for (i, b) in results.into_iter().flatten() {
-            data[i] = b;
+        if data.len() != entries.len() {
+            return Err(CompactError::Corrupt(format!(
+                "partition {partition}: {} entries, {} read",
+                entries.len(),
+                data.len()
+            )));
         }
         let entries = entries.to_vec();
         tokio::task::spawn_blocking(move || {

@@ -1274,3 +1274,162 @@ async fn deleted_records_reach_the_table_and_then_leave_the_index() {
         .expect("partition");
     assert_eq!(state.log_start_offset, 6);
 }
+
+/// Writes ONE WAL segment holding `chunks` (topic, partition, values; one batch each) in
+/// that order, as the appender lays out a segment shared by partitions and topics, and
+/// commits it.
+async fn produce_shared_segment(env: &Env, chunks: &[(&TopicMeta, i32, Vec<String>)]) {
+    let now = SystemClock.now_ms();
+    let mut body = encode_header().to_vec();
+    let mut infos = Vec::new();
+    let mut partitions = Vec::new();
+    for (topic, partition, values) in chunks {
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let batch = encode(&values, Compression::None);
+        let position = body.len() as u64;
+        body.extend_from_slice(&batch);
+        infos.push(ChunkInfo {
+            topic_id: topic.id,
+            partition: *partition,
+            position,
+            length: batch.len() as u32,
+            batch_count: 1,
+            offset_span: values.len() as u32,
+            first_timestamp: now,
+            max_timestamp: now,
+            producer_id: -1,
+        });
+        partitions.push(PartitionAppend {
+            topic_id: topic.id,
+            partition: *partition,
+            units: vec![AppendUnit {
+                batches: vec![AppendBatch {
+                    position,
+                    length: batch.len() as u32,
+                    offset_span: values.len() as u32,
+                    max_timestamp: now,
+                    producer: None,
+                    transactional: false,
+                    marker: None,
+                }],
+            }],
+        });
+    }
+    body.extend_from_slice(&encode_footer(&infos));
+    let segment = uuid::Uuid::now_v7();
+    env.objects
+        .store
+        .put(
+            &env.objects.path(&segment_key(segment)),
+            Bytes::from(body.clone()).into(),
+        )
+        .await
+        .expect("put");
+    env.meta
+        .commit_segment(
+            Arc::new(SegmentAppend {
+                segment,
+                size: body.len() as u64,
+                created_ms: now,
+                partitions,
+            }),
+            60_000,
+        )
+        .await
+        .expect("commit");
+}
+
+/// A round reads each segment once for all its partitions, merging the chunks it needs
+/// across small gaps and splitting across large ones (another topic's 1.5 MiB chunk):
+/// every partition still gets exactly its own records, at their offsets.
+#[tokio::test]
+async fn segments_shared_by_partitions_and_topics_fold_into_each_partition() {
+    let env = env().await;
+    let wide = env
+        .meta
+        .create_topic("wide", 3, BTreeMap::new())
+        .await
+        .expect("topic");
+    let other = env.topic("other").await;
+    let big: Vec<String> = (0..3)
+        .map(|i| format!("{i}{}", "x".repeat(512 << 10)))
+        .collect();
+    for s in 0..4 {
+        let v = |p: i32, n: usize| -> Vec<String> {
+            (0..n).map(|i| format!("s{s}-p{p}-r{i}")).collect()
+        };
+        // Partition 2 comes before partition 0 in some segments: ranges are read sorted.
+        let mut chunks = vec![
+            (&wide, 0, v(0, 2)),
+            (&other, 0, if s % 2 == 0 { big.clone() } else { v(9, 1) }),
+            (&wide, 1, v(1, 1)),
+        ];
+        if s % 2 == 1 {
+            chunks.insert(0, (&wide, 2, v(2, 3)));
+        } else {
+            chunks.push((&wide, 2, v(2, 3)));
+        }
+        produce_shared_segment(&env, &chunks).await;
+    }
+    env.round().run(&wide).await.expect("round");
+
+    let ident = table_ident("kafka", "wide").expect("ident");
+    let table = env.catalog.load_table(&ident).await.expect("table");
+    use futures::TryStreamExt;
+    let batches: Vec<_> = table
+        .scan()
+        .build()
+        .expect("scan")
+        .to_arrow()
+        .await
+        .expect("arrow")
+        .try_collect()
+        .await
+        .expect("batches");
+    let mut got: Vec<(i32, i64, String)> = Vec::new();
+    for b in &batches {
+        let column = |name: &str| b.column_by_name(name).expect(name).clone();
+        let partitions = column("partition");
+        let partitions = partitions
+            .as_any()
+            .downcast_ref::<arrow_array::Int32Array>()
+            .expect("i32");
+        let offsets = column("offset");
+        let offsets = offsets
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .expect("i64");
+        let values = column("value");
+        for i in 0..b.num_rows() {
+            let value = match values
+                .as_any()
+                .downcast_ref::<arrow_array::LargeBinaryArray>()
+            {
+                Some(v) => v.value(i).to_vec(),
+                None => values
+                    .as_any()
+                    .downcast_ref::<arrow_array::BinaryArray>()
+                    .expect("binary")
+                    .value(i)
+                    .to_vec(),
+            };
+            got.push((
+                partitions.value(i),
+                offsets.value(i),
+                String::from_utf8(value).expect("utf8"),
+            ));
+        }
+    }
+    got.sort();
+    let mut want = Vec::new();
+    for (p, per_segment) in [(0, 2), (1, 1), (2, 3)] {
+        let mut offset = 0;
+        for s in 0..4 {
+            for r in 0..per_segment {
+                want.push((p, offset, format!("s{s}-p{p}-r{r}")));
+                offset += 1;
+            }
+        }
+    }
+    assert_eq!(got, want);
+}
