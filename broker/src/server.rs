@@ -45,6 +45,11 @@ impl Server {
         components: Components,
     ) -> Result<Self, StartError> {
         let configs = security::listeners(&settings).map_err(StartError::Security)?;
+        // The HTTP endpoints are bound before the Kafka listeners: a client that finds the
+        // Kafka port open (connections queue there from the bind on) finds them open too.
+        let admin =
+            bind_optional(&settings.admin_listen, "admin endpoint (/metrics, /health)").await;
+        let registry = bind_optional(&settings.schema_registry_listen, "schema registry").await;
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
         for config in configs {
@@ -104,39 +109,20 @@ impl Server {
             supervisor.thread("compactor", compactor);
         }
         supervisor.task("cluster registration", tasks.cluster);
-        if !broker.settings.admin_listen.is_empty() {
-            // The admin endpoint is optional: a busy port is logged, not fatal.
-            match TcpListener::bind(&broker.settings.admin_listen).await {
-                Ok(l) => {
-                    tracing::info!(addr = %broker.settings.admin_listen, "admin endpoint (/metrics, /health)");
-                    tokio::spawn(crate::admin_http::serve(
-                        l,
-                        broker.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(addr = %broker.settings.admin_listen, error = %e, "admin endpoint not started")
-                }
-            }
+        if let Some(l) = admin {
+            tokio::spawn(crate::admin_http::serve(
+                l,
+                broker.clone(),
+                shutdown.clone(),
+            ));
         }
-        if !broker.settings.schema_registry_listen.is_empty() {
-            // Optional like the admin endpoint: a busy port is logged, not fatal.
-            let addr = &broker.settings.schema_registry_listen;
-            match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    tracing::info!(%addr, "schema registry");
-                    tokio::spawn(crate::registry::http::serve(
-                        l,
-                        broker.registry.clone(),
-                        broker.security.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "schema registry not started")
-                }
-            }
+        if let Some(l) = registry {
+            tokio::spawn(crate::registry::http::serve(
+                l,
+                broker.registry.clone(),
+                broker.security.clone(),
+                shutdown.clone(),
+            ));
         }
         let task = tokio::spawn(accept_loops(
             sockets,
@@ -175,6 +161,23 @@ impl Server {
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Socket = (Protocol, TcpListener, Option<TlsAcceptor>);
+
+/// Binds an optional endpoint (`addr` empty: none). A busy port is logged, not fatal.
+async fn bind_optional(addr: &str, what: &str) -> Option<TcpListener> {
+    if addr.is_empty() {
+        return None;
+    }
+    match TcpListener::bind(addr).await {
+        Ok(l) => {
+            tracing::info!(%addr, "{what}");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "{what} not started");
+            None
+        }
+    }
+}
 
 async fn accept_loops(
     sockets: Vec<Socket>,
