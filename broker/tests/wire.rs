@@ -168,3 +168,104 @@ async fn large_batches_are_validated_off_the_runtime_threads() {
     assert_eq!(resp.responses[0].partition_responses[0].base_offset, 100);
     server.shutdown().await;
 }
+
+/// Every segment file under `dir`, recursively.
+fn segment_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            segment_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "seg") {
+            out.push(path);
+        }
+    }
+}
+
+/// On the local store segments are padded to whole blocks (written without cutting the
+/// last one), and they read back, padding and all, after a restart empties the cache.
+#[tokio::test]
+async fn local_segments_are_whole_blocks_and_read_back_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        flush_interval_ms: Some(1),
+        compaction: false,
+        ..Settings::default()
+    };
+    let server = Server::start(settings.clone())
+        .await
+        .expect("server starts");
+    let mut client = Client::connect(&server).await;
+    create_topic(&mut client, "blocks").await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        // Values of different lengths, little alike, so segment sizes differ.
+        let values: Vec<String> = (0..=i * 40)
+            .map(|j| format!("{}-{}", i * 7919 + j, "x".repeat(j * 13 % 97)))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let resp: ProduceResponse = client
+            .call(ApiKey::Produce, 9, &produce("blocks", &refs))
+            .await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        expected.extend(values);
+    }
+    drop(client);
+    server.shutdown().await;
+
+    let mut files = Vec::new();
+    segment_files(&dir.path().join("objects"), &mut files);
+    assert!(!files.is_empty(), "segments are on disk");
+    let mut chunks = 0;
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read segment");
+        assert_eq!(
+            bytes.len() % 4096,
+            0,
+            "{} is {} bytes",
+            file.display(),
+            bytes.len()
+        );
+        chunks += icestream_storage::segment::decode_segment(&bytes)
+            .expect("a padded segment decodes")
+            .len();
+    }
+    assert!(chunks >= 5, "every produce is in some segment's footer");
+
+    let server = Server::start(settings).await.expect("server restarts");
+    let mut client = Client::connect(&server).await;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let mut values = Vec::new();
+    while values.len() < expected.len() {
+        let fetch = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("blocks")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_fetch_offset(values.len() as i64)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let resp: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch).await;
+        let part = &resp.responses[0].partitions[0];
+        assert_eq!(part.error_code, 0);
+        assert_eq!(part.high_watermark, expected.len() as i64);
+        let mut data = part.records.clone().expect("records");
+        let sets = RecordBatchDecoder::decode_all(&mut data).expect("valid batches");
+        assert!(
+            !sets.is_empty(),
+            "fetch at {} returned nothing",
+            values.len()
+        );
+        for set in sets {
+            for r in set.records {
+                if r.offset >= values.len() as i64 {
+                    assert_eq!(r.offset, values.len() as i64);
+                    values.push(String::from_utf8(r.value.expect("value").to_vec()).expect("utf8"));
+                }
+            }
+        }
+    }
+    assert_eq!(values, expected);
+    server.shutdown().await;
+}

@@ -36,7 +36,9 @@ use object_store::{
     UploadPart,
 };
 
-const ALIGN: usize = 4096;
+/// Direct writes are made of whole blocks of this size; an object of another length is
+/// cut to it afterwards, which makes the filesystem read the last block back.
+pub const ALIGN: usize = 4096;
 /// Largest single direct write (and the memory a put uses besides its payload).
 const CHUNK: usize = 4 << 20;
 
@@ -209,7 +211,9 @@ fn write_new(path: &std::path::Path, payload: &PutPayload, direct: bool) -> std:
                     let mut storage = cell.borrow_mut();
                     write_direct(&mut file, payload, len, &mut storage)
                 })?;
-                file.set_len(len as u64)?;
+                if !len.is_multiple_of(ALIGN) {
+                    file.set_len(len as u64)?;
+                }
                 file.sync_data()?;
                 return Ok(true);
             }
@@ -250,6 +254,22 @@ fn create_dirs_durably(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Runs `create` (which creates a file in `dir`); when `dir` does not exist, creates it
+/// and its missing parents durably and runs `create` again. Directories are created once
+/// and files all the time, so a put does not look for its directory first.
+fn in_dir<T>(
+    dir: &std::path::Path,
+    mut create: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            create_dirs_durably(dir)?;
+            create()
+        }
+        other => other,
+    }
+}
+
 impl DirectFs {
     /// Writes `payload` as the object at `location` durably: through a staging file, or
     /// (`in_place`, only with `create`) under its own name.
@@ -269,9 +289,11 @@ impl DirectFs {
                 .parent()
                 .unwrap_or(std::path::Path::new("/"))
                 .to_path_buf();
-            create_dirs_durably(&dir).map_err(|e| io_err(&dir, e))?;
             if create && in_place {
-                match write_new(&path, &payload, direct.load(Ordering::Relaxed)) {
+                let written = in_dir(&dir, || {
+                    write_new(&path, &payload, direct.load(Ordering::Relaxed))
+                });
+                match written {
                     Ok(used_direct) => {
                         if !used_direct {
                             direct.store(false, Ordering::Relaxed);
@@ -304,11 +326,13 @@ impl DirectFs {
                 path.display(),
                 uuid::Uuid::new_v4().simple()
             ));
-            let used_direct = write_new(&staging, &payload, direct.load(Ordering::Relaxed))
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&staging);
-                    io_err(&staging, e)
-                })?;
+            let used_direct = in_dir(&dir, || {
+                write_new(&staging, &payload, direct.load(Ordering::Relaxed))
+            })
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&staging);
+                io_err(&staging, e)
+            })?;
             if !used_direct {
                 direct.store(false, Ordering::Relaxed);
             }

@@ -199,6 +199,15 @@ impl Objects {
 }
 
 impl Objects {
+    /// What sizes this store writes best: the local store writes a file whose length is a
+    /// multiple of this as whole blocks, without reading its last block back to cut it.
+    pub fn size_alignment(&self) -> usize {
+        match self.kind {
+            StoreKind::Local => crate::direct_fs::ALIGN,
+            StoreKind::Memory | StoreKind::S3 => 1,
+        }
+    }
+
     /// The URL of `key` (relative to the prefix), as engines and table metadata name it.
     pub fn url(&self, key: &str) -> String {
         format!("{}/{}", self.root_url.trim_end_matches('/'), self.path(key))

@@ -13,6 +13,10 @@
 //! trailer  16 bytes  footer length u32 | footer crc32c u32 | "ICESTEND"
 //! ```
 //!
+//! Zero bytes may sit between the last chunk and the footer: a writer pads a segment to a
+//! multiple of its store's block size ([`padded_footer`]), so the local store writes
+//! whole blocks and never reads a partial one back.
+//!
 //! All integers are big-endian. The footer makes a segment self-describing: debugging,
 //! recovery and compaction can read it without the offset index. `producer id` is the
 //! producer of the chunk's first batch, or -1.
@@ -107,6 +111,28 @@ pub fn encode_footer(chunks: &[ChunkInfo]) -> Bytes {
     b.put_u32(footer_len as u32);
     b.put_u32(crc);
     b.put_slice(TRAILER_MAGIC);
+    b.freeze()
+}
+
+/// Zero padding, footer and trailer for the given chunks, for a segment whose chunks end
+/// at `data_end`: the segment's length becomes a multiple of `align` (1 or 0: no padding).
+pub fn padded_footer(chunks: &[ChunkInfo], data_end: u64, align: usize) -> Bytes {
+    static ZEROS: [u8; 4096] = [0; 4096];
+    let footer = encode_footer(chunks);
+    let align = align.max(1) as u64;
+    let end = data_end + footer.len() as u64;
+    let pad = ((align - end % align) % align) as usize;
+    if pad == 0 {
+        return footer;
+    }
+    let mut b = BytesMut::with_capacity(pad + footer.len());
+    let mut rest = pad;
+    while rest > 0 {
+        let n = rest.min(ZEROS.len());
+        b.put_slice(&ZEROS[..n]);
+        rest -= n;
+    }
+    b.put_slice(&footer);
     b.freeze()
 }
 
@@ -233,6 +259,23 @@ mod tests {
         let chunks = vec![chunk(0, 16, 100), chunk(3, 116, 50)];
         let bytes = build(&chunks, &[7u8; 150]);
         assert_eq!(decode_segment(&bytes).expect("decode"), chunks);
+    }
+
+    #[test]
+    fn padded_segments_decode_to_the_same_chunks() {
+        let chunks = vec![chunk(0, 16, 100), chunk(3, 116, 7)];
+        let mut segment = encode_header().to_vec();
+        segment.extend_from_slice(&[0xab; 107]);
+        let data_end = segment.len() as u64;
+        for align in [0, 1, 512, 4096, 8192] {
+            let mut padded = segment.clone();
+            padded.extend_from_slice(&padded_footer(&chunks, data_end, align));
+            assert_eq!(padded.len() % align.max(1), 0, "align {align}");
+            assert_eq!(decode_segment(&padded), Ok(chunks.clone()), "align {align}");
+        }
+        // Already a multiple: nothing is added.
+        let exact = 4096 - encode_footer(&chunks).len() as u64;
+        assert_eq!(padded_footer(&chunks, exact, 4096), encode_footer(&chunks));
     }
 
     #[test]

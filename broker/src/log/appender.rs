@@ -36,7 +36,7 @@ use icestream_storage::meta::{
     AppendBatch, AppendUnit, Marker, PartitionAppend, PartitionResult, ProducerBatch,
     SegmentAppend, UnitOutcome,
 };
-use icestream_storage::segment::{encode_footer, encode_header, segment_key, ChunkInfo};
+use icestream_storage::segment::{encode_header, padded_footer, segment_key, ChunkInfo};
 use icestream_storage::{Clock, MetaError, MetaStore, Objects};
 use object_store::{PutMode, PutOptions, PutPayload};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -437,7 +437,8 @@ fn start_flush(pending: Vec<Pending>, objects: &Objects, in_flight: &Arc<InFligh
             units,
         });
     }
-    parts.push(encode_footer(&chunks));
+    // Padded to the store's block size: the local store then writes whole blocks only.
+    parts.push(padded_footer(&chunks, position, objects.size_alignment()));
     let size = parts.iter().map(|p| p.len() as u64).sum();
     let key = segment_key(segment);
     let path = objects.path(&key);
