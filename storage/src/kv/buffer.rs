@@ -123,6 +123,17 @@ impl WriteBuffer {
         }
     }
 
+    /// Adds the effect of `later`, a transaction committed after the ones this buffer
+    /// holds: applying the result equals applying this buffer, then `later`.
+    pub fn absorb(&mut self, later: &WriteBuffer) {
+        for (begin, end) in &later.cleared {
+            self.clear_range(begin, end);
+        }
+        for (k, v) in &later.writes {
+            self.writes.insert(k.clone(), v.clone());
+        }
+    }
+
     /// The cleared ranges, to apply first at commit.
     pub fn cleared_ranges(&self) -> &[(Vec<u8>, Vec<u8>)] {
         &self.cleared
